@@ -1,0 +1,269 @@
+"""The `carebox` command: the one place that wires real adapters together.
+
+Every failure a user can cause or meet (config, key, store, mailbox file, server) ends in one
+line on stderr and an exit code, never a traceback: a traceback can carry patient data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2  # bad config or arguments
+
+
+class UserError(Exception):
+    """A problem worded for the user, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _now() -> datetime:
+    fixed = os.environ.get("CAREBOX_NOW")  # a frozen clock for snapshot tests and demos
+    if fixed:
+        return datetime.fromisoformat(fixed).astimezone(UTC)
+    return datetime.now(UTC)
+
+
+def _ask(prompt: str) -> str | None:
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return getpass.getpass(prompt)
+    except (EOFError, KeyboardInterrupt):
+        return None
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from carebox.config import load_config
+
+    return load_config(args.config)
+
+
+def _session(args: argparse.Namespace, *, create: bool = False) -> Any:
+    from carebox.services.session import open_session
+
+    return open_session(_config(args), ask=_ask, create=create)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from carebox.services.demo import create_demo
+
+    session = create_demo(_now(), keep=args.keep)
+    try:
+        if args.no_ui:
+            from carebox.services.inbox import status
+
+            print(json.dumps(status(session.store, _now()), indent=1))
+            return EXIT_OK
+        return _run_ui(session)
+    finally:
+        session.close()
+        if not args.keep and session.demo_dir is not None:
+            import shutil
+
+            shutil.rmtree(session.demo_dir, ignore_errors=True)
+
+
+def _run_ui(session: Any) -> int:
+    from carebox.ui.app import CareboxApp
+
+    app = CareboxApp(session, clock=_now)
+    app.run()
+    return EXIT_OK
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    session = _session(args)
+    try:
+        return _run_ui(session)
+    finally:
+        session.close()
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from carebox.services.importer import import_path
+
+    path = Path(args.path)
+    from carebox.mail.mailbox import iter_mailbox
+
+    # Check the file before creating or unlocking anything: a typo must write nothing.
+    probe = iter_mailbox(path)
+    next(probe, None)
+    session = _session(args, create=True)
+    try:
+        report = import_path(session.store, path, session.policy)
+    finally:
+        session.close()
+    print(report.line())
+    return EXIT_OK
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from carebox.services.inbox import queue_json
+
+    session = _session(args)
+    try:
+        now = _now()
+        items = queue_json(session.store, now, include_all=args.all)
+    finally:
+        session.close()
+    if args.json:
+        print(json.dumps(items, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    from carebox.domain.ranking import format_countdown
+    from carebox.domain.sanitize import clean_line
+
+    for it in items:
+        due = datetime.fromisoformat(it["due"]) if it["due"] else None
+        when = format_countdown(due, now) if due else it["state"]
+        mark = "URGENT " if it["urgent"] else ""
+        print(
+            f"{mark}{when:<16} {clean_line(it['patient_name'] or it['patient_address'], 28):<28} "
+            f"{clean_line(it['subject'], 60)} ({it['message_count']})"
+        )
+    if not items:
+        print("nothing is waiting for a reply")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from carebox.services.inbox import status
+
+    session = _session(args)
+    try:
+        info = status(session.store, _now())
+    finally:
+        session.close()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return EXIT_OK
+    for name, n in info["folders"].items():
+        print(f"{name}: {n} messages")
+    print(f"threads: {info['threads']}  due: {info['due']}  overdue: {info['overdue']}")
+    print(f"outbox waiting: {info['outbox_waiting']}  uncertain: {info['outbox_uncertain']}")
+    print(f"last sync: {info['last_sync'] or 'never'}")
+    return EXIT_OK
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from carebox.store.keys import set_account_password_in_keychain
+
+    cfg = _config(args)
+    if cfg.account is None:
+        raise UserError("no [account] in the config: copy it from carebox.toml.example", EXIT_USAGE)
+    password = os.environ.get("CAREBOX_ACCOUNT_PASSWORD") or _ask(f"Password for {cfg.account.username}: ")
+    if not password:
+        raise UserError("no password given; nothing was stored")
+    if set_account_password_in_keychain(cfg.account.address, password):
+        print("password stored in the system keychain")
+        return EXIT_OK
+    session = _session(args, create=True)
+    try:
+        session.store.set_secret(f"account:{cfg.account.address}", password)
+    finally:
+        session.close()
+    print("no keychain here: password stored sealed inside the encrypted store")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo,
+    "open": cmd_open,
+    "import": cmd_import,
+    "queue": cmd_queue,
+    "status": cmd_status,
+    "login": cmd_login,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carebox", description="A terminal inbox for physicians.")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $CAREBOX_CONFIG, then the user config)")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("demo", help="open a throwaway encrypted store with a sample practice mailbox")
+    p.add_argument("--keep", action="store_true", help="keep the demo store afterwards (its path is printed)")
+    p.add_argument("--no-ui", action="store_true", help="build the demo store and print its status only")
+    sub.add_parser("open", help="open the inbox (the default)")
+    p = sub.add_parser("import", help="load an mbox file or a Maildir into the store")
+    p.add_argument("path")
+    p = sub.add_parser("queue", help="the ranked queue, as the inbox orders it")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="include answered, redirected and out-of-scope threads")
+    p = sub.add_parser("status", help="counts per folder, due, overdue, outbox, last sync")
+    p.add_argument("--json", action="store_true")
+    sub.add_parser("login", help="store the mail account's password in the keychain")
+    return parser
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from carebox.config import ConfigError
+    from carebox.store.crypto import DecryptError, Locked
+    from carebox.store.keys import KeyProblem
+    from carebox.store.migrations import SchemaTooNew
+    from carebox.store.store import StoreError
+
+    errors: list[type[BaseException]] = [
+        ConfigError,
+        KeyProblem,
+        StoreError,
+        SchemaTooNew,
+        DecryptError,
+        Locked,
+        UserError,
+    ]
+    try:
+        from carebox.mail.mailbox import MailboxError
+
+        errors.append(MailboxError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # nothing carebox writes is readable by others
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = COMMANDS[args.command or "open"]
+    if not args.command:
+        args.command = "open"
+    from carebox.config import ConfigError
+
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        print("carebox: interrupted; nothing was lost", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if isinstance(exc, _known_errors()):
+            code = EXIT_USAGE if isinstance(exc, ConfigError) else getattr(exc, "code", EXIT_FAIL)
+            print(f"carebox: {exc}", file=sys.stderr)
+            return code
+        # Unknown: say what kind of failure without its text (which might hold patient data).
+        print(
+            f"carebox: unexpected error ({type(exc).__name__}); nothing was lost. "
+            "Please report it with the command you ran.",
+            file=sys.stderr,
+        )
+        if os.environ.get("CAREBOX_DEBUG") == "1":
+            raise
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`carebox demo`: a throwaway encrypted store filled with the bundled sample practice mailbox.
+
+The demo key is wrapped with a fixed demo passphrase (the data is invented), so no keychain or
+prompt is needed. Replies made in the demo go to a local outbox file, never to a server."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from carebox.config import AccountConfig, Config, IdentityConfig, ServerConfig, StoreConfig
+from carebox.mail.mailbox import MailboxItem
+from carebox.services.importer import import_items
+from carebox.services.session import Session
+from carebox.services.threads import POLICY_META, policy_fingerprint, policy_from_config
+from carebox.store.crypto import Cipher
+from carebox.store.keys import DEMO_PASSPHRASE, create_data_key
+from carebox.store.store import Store
+
+DEMO_ADDRESS = "dr.lindqvist@riverside-practice.example"
+DEMO_OUTBOX = "demo-outbox.mbox"
+DEMO_SCRYPT_N = 2**14  # the demo holds invented data; keep its start fast
+
+
+def demo_config(store_dir: Path) -> Config:
+    return Config(
+        account=AccountConfig(
+            address=DEMO_ADDRESS,
+            username="dr.lindqvist",
+            imap=ServerConfig(host="demo.invalid"),
+            smtp=ServerConfig(host="demo.invalid"),
+        ),
+        identity=IdentityConfig(
+            physician_name="Dr. Maya Lindqvist",
+            practice_name="Riverside Family Practice",
+            phone="+1 555 0100 200",
+            booking="https://riverside-practice.example/book or call +1 555 0100 200",
+        ),
+        store=StoreConfig(path=store_dir),
+    )
+
+
+def create_demo(now: datetime, *, keep: bool = False, base: Path | None = None) -> Session:
+    from carebox.demo.generate import demo_messages
+
+    root = Path(tempfile.mkdtemp(prefix="carebox-demo-", dir=base))
+    store_dir = root / "store"
+    config = demo_config(store_dir)
+    key = create_data_key(store_dir, passphrase=DEMO_PASSPHRASE, use_keychain=False, scrypt_n=DEMO_SCRYPT_N, demo=True)
+    store = Store.open(store_dir, Cipher(key), professional=DEMO_ADDRESS, create=True)
+    policy = policy_from_config(config.policy)
+    items = [MailboxItem(f"demo:{i}", raw, frozenset()) for i, raw in enumerate(demo_messages(now))]
+    import_items(store, items, policy, folder="INBOX")
+    store.set_meta(POLICY_META, policy_fingerprint(policy))
+    if keep:
+        print(f"demo store kept at {store_dir}")
+    session = Session(config=config, store=store, policy=policy, demo=True, demo_dir=root)
+    session.extras["demo_outbox"] = root / DEMO_OUTBOX
+    return session

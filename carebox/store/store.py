@@ -1,0 +1,814 @@
+"""The encrypted store: the only code that opens the database.
+
+Values that identify a patient or hold content are sealed per value (see crypto.py) with
+associated data ``table:column:row``. Clear columns hold ids, UIDs, flags, timestamps,
+deadlines, tag names and keyed tokens only.
+
+All datetimes are stored as UTC (SQLModel's column type); callers always see aware UTC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from carebox.domain.models import Address, MessageRef, ParsedMessage, ThreadState
+from carebox.domain.subjects import has_reply_prefix, normalize_subject
+from carebox.store import tables as T
+from carebox.store.crypto import Cipher
+from carebox.store.migrations import migrate
+
+DB_FILE = "carebox.db"
+
+
+class StoreError(Exception):
+    """A store problem, worded as one line for the user."""
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """Aware UTC from a stored naive-UTC value."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def db_time(dt: datetime | None) -> datetime | None:
+    """Aware UTC for storing (SQLModel's column type keeps UTC). Naive input is taken as UTC."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    raw: bytes
+    parsed: ParsedMessage
+    uid: int | None = None
+    flags: frozenset[str] = frozenset()
+    internal_date: datetime | None = None
+    source: str = ""
+    modseq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    added: list[str]
+    duplicates: int = 0
+    malformed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRow:
+    """One line of the inbox, decrypted."""
+
+    id: str
+    state: ThreadState
+    tag: str | None
+    due_at: datetime | None
+    waiting_since: datetime | None
+    last_date: datetime
+    message_count: int
+    unread: int
+    urgent: bool
+    sender_status: str
+    suggested_tag: str | None
+    patient_name: str
+    patient_addr: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message, decrypted, for reading."""
+
+    id: str
+    thread_id: str | None
+    folder: str
+    uid: int | None
+    date: datetime
+    outgoing: bool
+    flags: frozenset[str]
+    malformed: bool
+    deleted_on_server: bool
+    message_id: str
+    subject: str
+    sender: Address
+    body: str
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    references: tuple[str, ...] = ()
+    in_reply_to: tuple[str, ...] = ()
+    auth_results: str = ""
+    problem: str = ""
+    attachments: tuple[tuple[str, str, int], ...] = field(default=())  # (id, filename, size)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadFacts:
+    """What the threading/summary service needs of one thread row (clear columns)."""
+
+    id: str
+    tag: str | None
+    category: str | None
+    tagged_at: datetime | None = None
+    urgent: bool = False
+    sender_status: str = ""
+    suggested_tag: str | None = None
+
+
+def _addr_json(addrs: Iterable[Address]) -> list[list[str]]:
+    return [[a.name, a.addr] for a in addrs]
+
+
+def _addrs(data: Any) -> tuple[Address, ...]:
+    return tuple(Address(str(n), str(a)) for n, a in (data or []))
+
+
+class Store:
+    """An open, unlocked store. Create with ``Store.open``; close when done."""
+
+    def __init__(self, directory: Path, engine: Engine, cipher: Cipher, professional: str) -> None:
+        self.directory = directory
+        self.engine = engine
+        self.cipher = cipher
+        self.professional = professional.lower()
+        self._folder_ids: dict[str, int] = {}
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, cipher: Cipher, *, professional: str = "", create: bool = False) -> Store:
+        directory = directory.expanduser()
+        db_path = directory / DB_FILE
+        if not db_path.exists() and not create:
+            raise StoreError(f"no store at {directory}: run `carebox import` or `carebox sync` first")
+        old_umask = os.umask(0o077)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(directory, 0o700)
+            engine = create_engine(f"sqlite:///{db_path}", connect_args={"timeout": 30})
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA secure_delete=ON")
+                cur.close()
+
+            try:
+                with engine.begin() as conn:
+                    migrate(conn)
+            except OperationalError as exc:
+                engine.dispose()
+                raise StoreError(f"cannot open the store database {db_path}: {exc.orig}") from None
+        finally:
+            os.umask(old_umask)
+        store = cls(directory, engine, cipher, professional)
+        store.fix_permissions()
+        return store
+
+    def fix_permissions(self) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(self.directory, 0o700)
+        for entry in self.directory.iterdir():
+            with contextlib.suppress(OSError):
+                if entry.is_file() and stat.S_IMODE(entry.stat().st_mode) & 0o077:
+                    os.chmod(entry, 0o600)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception), self.engine.begin() as conn:
+            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def session(self) -> Session:
+        return Session(self.engine)
+
+    # --- sealing helpers -------------------------------------------------------------------------
+
+    def seal(self, table: str, column: str, row: str, value: str | bytes) -> bytes:
+        return self.cipher.seal(value, f"{table}:{column}:{row}")
+
+    def open_text(self, table: str, column: str, row: str, blob: bytes) -> str:
+        return self.cipher.open_text(blob, f"{table}:{column}:{row}")
+
+    def open_bytes(self, table: str, column: str, row: str, blob: bytes) -> bytes:
+        return self.cipher.open_bytes(blob, f"{table}:{column}:{row}")
+
+    def token(self, kind: str, value: str) -> str:
+        return self.cipher.token(kind, value)
+
+    # --- meta ------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(T.Meta.value).where(T.Meta.key == key)).first()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO meta (key, value) VALUES (:k, :v) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
+                ),
+                {"k": key, "v": value},
+            )
+
+    def schema_version(self) -> int:
+        return int(self.get_meta("schema_version") or 0)
+
+    # --- secrets (account password fallback where there is no keychain) --------------------------
+
+    def set_secret(self, name: str, value: str) -> None:
+        blob = self.seal("secret", "value", name, value)
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO secret (name, value_enc) VALUES (:n, :v) "
+                    "ON CONFLICT(name) DO UPDATE SET value_enc=excluded.value_enc"
+                ),
+                {"n": name, "v": blob},
+            )
+
+    def get_secret(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(T.Secret.value_enc).where(T.Secret.name == name)).first()
+        return self.open_text("secret", "value", name, row[0]) if row else None
+
+    # --- folders ---------------------------------------------------------------------------------
+
+    def folder_id(self, name: str, role: str = "other") -> int:
+        if name in self._folder_ids:
+            return self._folder_ids[name]
+        with self.engine.begin() as conn:
+            row = conn.execute(select(T.Folder.id).where(T.Folder.name == name)).first()
+            if row is None:
+                conn.execute(insert(T.Folder).values(name=name, role=role))
+                row = conn.execute(select(T.Folder.id).where(T.Folder.name == name)).first()
+        assert row is not None
+        self._folder_ids[name] = int(row[0])
+        return self._folder_ids[name]
+
+    def folder(self, name: str) -> T.Folder | None:
+        with self.session() as s:
+            return s.exec(select(T.Folder).where(T.Folder.name == name)).scalars().first()  # type: ignore[call-overload]
+
+    def folders(self) -> list[T.Folder]:
+        with self.session() as s:
+            return list(s.exec(select(T.Folder).order_by(T.Folder.id)).scalars())  # type: ignore[call-overload]
+
+    def update_folder(self, name: str, **values: Any) -> None:
+        if "last_sync" in values:
+            values["last_sync"] = db_time(values["last_sync"])
+        fid = self.folder_id(name)
+        with self.engine.begin() as conn:
+            conn.execute(update(T.Folder).where(T.Folder.id == fid).values(**values))
+
+    # --- messages --------------------------------------------------------------------------------
+
+    def is_outgoing(self, parsed: ParsedMessage) -> bool:
+        return bool(self.professional) and parsed.sender.addr == self.professional
+
+    def counterpart(self, parsed: ParsedMessage, outgoing: bool) -> Address:
+        """The patient side of a message: the sender if incoming, the first recipient if outgoing."""
+        if outgoing:
+            return parsed.to[0] if parsed.to else Address("", "")
+        return parsed.sender
+
+    def add_messages(self, folder: str, items: Sequence[NewMessage], *, role: str = "other") -> AddResult:
+        """Store a batch in one transaction. Duplicates (same folder and UID, or same folder and
+        identical bytes for UID-less imports) are skipped, so a retried batch changes nothing."""
+        if not items:
+            return AddResult([])
+        fid = self.folder_id(folder, role)
+        now = db_time(datetime.now(UTC))
+        added: list[str] = []
+        duplicates = 0
+        malformed = 0
+        rows: list[dict[str, Any]] = []
+        parents: list[dict[str, Any]] = []
+        attachments: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            uids = [it.uid for it in items if it.uid is not None]
+            have_uids: set[int] = set()
+            if uids:
+                for chunk in _chunks(uids, 900):
+                    have_uids.update(
+                        r[0]
+                        for r in conn.execute(
+                            select(T.Message.uid).where(T.Message.folder_id == fid, T.Message.uid.in_(chunk))  # type: ignore[union-attr]
+                        )
+                    )
+            content_tokens = {self.token("content", _content_key(it.raw)): it for it in items if it.uid is None}
+            have_content: set[str] = set()
+            if content_tokens:
+                for chunk in _chunks(list(content_tokens), 900):
+                    have_content.update(
+                        r[0]
+                        for r in conn.execute(
+                            select(T.Message.content_token).where(
+                                T.Message.folder_id == fid,
+                                T.Message.content_token.in_(chunk),  # type: ignore[attr-defined]
+                            )
+                        )
+                    )
+            seen_in_batch: set[object] = set()
+            for it in items:
+                ctoken = self.token("content", _content_key(it.raw))
+                dedup_key: object = ("uid", it.uid) if it.uid is not None else ("content", ctoken)
+                if (
+                    (it.uid is not None and it.uid in have_uids)
+                    or (it.uid is None and ctoken in have_content)
+                    or dedup_key in seen_in_batch
+                ):
+                    duplicates += 1
+                    continue
+                seen_in_batch.add(dedup_key)
+                p = it.parsed
+                mid = new_id()
+                outgoing = self.is_outgoing(p)
+                other = self.counterpart(p, outgoing)
+                date = p.date or it.internal_date or datetime.now(UTC)
+                extra = {
+                    "to": _addr_json(p.to),
+                    "cc": _addr_json(p.cc),
+                    "reply_to": _addr_json(p.reply_to),
+                    "auth_results": p.auth_results,
+                    "problem": p.problem,
+                    "references": list(p.references),
+                    "in_reply_to": list(p.in_reply_to),
+                }
+                if p.malformed:
+                    malformed += 1
+                rows.append(
+                    {
+                        "id": mid,
+                        "folder_id": fid,
+                        "uid": it.uid,
+                        "source": it.source,
+                        "msgid_token": self.token("msgid", p.message_id),
+                        "subject_token": self.token("subject", normalize_subject(p.subject)),
+                        "counterpart_token": self.token("addr", other.addr),
+                        "content_token": ctoken,
+                        "reply_prefix": has_reply_prefix(p.subject),
+                        "date": db_time(date),
+                        "internal_date": db_time(it.internal_date),
+                        "size": len(it.raw),
+                        "flags": " ".join(sorted(it.flags)),
+                        "modseq": it.modseq,
+                        "outgoing": outgoing,
+                        "malformed": p.malformed,
+                        "deleted_on_server": False,
+                        "thread_id": None,
+                        "added": now,
+                        "raw_enc": self.seal("message", "raw", mid, it.raw),
+                        "message_id_enc": self.seal("message", "message_id", mid, p.message_id),
+                        "subject_enc": self.seal("message", "subject", mid, p.subject),
+                        "from_name_enc": self.seal("message", "from_name", mid, p.sender.name),
+                        "from_addr_enc": self.seal("message", "from_addr", mid, p.sender.addr),
+                        "body_enc": self.seal("message", "body", mid, p.body),
+                        "extra_enc": self.seal("message", "extra", mid, json.dumps(extra)),
+                    }
+                )
+                for pos, ref in enumerate(_parent_ids(p)):
+                    parents.append({"message_id": mid, "position": pos, "token": self.token("msgid", ref)})
+                for pos, att in enumerate(p.attachments):
+                    aid = new_id()
+                    info = json.dumps({"filename": att.filename, "content_type": att.content_type})
+                    attachments.append(
+                        {
+                            "id": aid,
+                            "message_id": mid,
+                            "position": pos,
+                            "size": att.size,
+                            "info_enc": self.seal("attachment", "info", aid, info),
+                            "data_enc": self.seal("attachment", "data", aid, att.data),
+                        }
+                    )
+                added.append(mid)
+            if rows:
+                conn.execute(insert(T.Message), rows)
+            if parents:
+                conn.execute(insert(T.MessageParent), parents)
+            if attachments:
+                conn.execute(insert(T.Attachment), attachments)
+        return AddResult(added, duplicates, malformed)
+
+    def message_count(self, folder: str | None = None) -> int:
+        q = select(func.count()).select_from(T.Message)
+        if folder is not None:
+            q = q.where(T.Message.folder_id == self.folder_id(folder))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    # --- threading inputs and outputs (used by services.threads) ---------------------------------
+
+    _REF_COLS = (
+        T.Message.id,
+        T.Message.msgid_token,
+        T.Message.subject_token,
+        T.Message.counterpart_token,
+        T.Message.date,
+        T.Message.outgoing,
+        T.Message.reply_prefix,
+    )
+
+    def _refs(self, where: Any) -> list[MessageRef]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*self._REF_COLS).where(where)).all()
+            keys = [r[0] for r in rows]
+            parents: dict[str, list[tuple[int, str]]] = {}
+            for chunk in _chunks(keys, 900):
+                for mid, pos, tok in conn.execute(
+                    select(T.MessageParent.message_id, T.MessageParent.position, T.MessageParent.token).where(
+                        T.MessageParent.message_id.in_(chunk)  # type: ignore[attr-defined]
+                    )
+                ):
+                    parents.setdefault(mid, []).append((pos, tok))
+        return [
+            MessageRef(
+                key=r[0],
+                message_id=r[1],
+                parents=tuple(t for _, t in sorted(parents.get(r[0], ()))),
+                subject_key=r[2],
+                counterpart=r[3],
+                date=utc(r[4]),  # type: ignore[arg-type]
+                outgoing=bool(r[5]),
+                reply_prefix=bool(r[6]),
+            )
+            for r in rows
+        ]
+
+    def unthreaded_refs(self) -> list[MessageRef]:
+        return self._refs(T.Message.thread_id.is_(None))  # type: ignore[union-attr]
+
+    def refs_of_threads(self, thread_ids: Iterable[str]) -> list[MessageRef]:
+        out: list[MessageRef] = []
+        for chunk in _chunks(list(thread_ids), 900):
+            out.extend(self._refs(T.Message.thread_id.in_(chunk)))  # type: ignore[union-attr]
+        return out
+
+    def threads_linked_to(self, tokens: Iterable[str]) -> set[str]:
+        """Thread ids of messages whose Message-ID token is in ``tokens`` or that name one of
+        ``tokens`` as a parent."""
+        found: set[str] = set()
+        toks = [t for t in set(tokens) if t]
+        with self.engine.connect() as conn:
+            for chunk in _chunks(toks, 900):
+                found.update(
+                    r[0]
+                    for r in conn.execute(
+                        select(T.Message.thread_id).where(
+                            T.Message.msgid_token.in_(chunk),  # type: ignore[attr-defined]
+                            T.Message.thread_id.is_not(None),  # type: ignore[union-attr]
+                        )
+                    )
+                )
+                found.update(
+                    r[0]
+                    for r in conn.execute(
+                        select(T.Message.thread_id)
+                        .join(T.MessageParent, T.MessageParent.message_id == T.Message.id)
+                        .where(T.MessageParent.token.in_(chunk), T.Message.thread_id.is_not(None))  # type: ignore[attr-defined,union-attr]
+                    )
+                )
+        return found
+
+    def threads_by_subject(self, pairs: Iterable[tuple[str, str]]) -> set[str]:
+        """Thread ids holding a message with this (subject token, counterpart token)."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for subject_token, counterpart in set(pairs):
+                if not subject_token or not counterpart:
+                    continue
+                found.update(
+                    r[0]
+                    for r in conn.execute(
+                        select(T.Message.thread_id).where(
+                            T.Message.subject_token == subject_token,
+                            T.Message.counterpart_token == counterpart,
+                            T.Message.thread_id.is_not(None),  # type: ignore[union-attr]
+                        )
+                    )
+                )
+        return found
+
+    def thread_facts(self, thread_ids: Iterable[str]) -> dict[str, ThreadFacts]:
+        out: dict[str, ThreadFacts] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(thread_ids), 900):
+                for tid, tag, cat, tagged_at, urgent, status, suggested in conn.execute(
+                    select(
+                        T.Thread.id,
+                        T.Thread.tag,
+                        T.Thread.category,
+                        T.Thread.tagged_at,
+                        T.Thread.urgent,
+                        T.Thread.sender_status,
+                        T.Thread.suggested_tag,
+                    ).where(T.Thread.id.in_(chunk))  # type: ignore[attr-defined]
+                ):
+                    out[tid] = ThreadFacts(tid, tag, cat, utc(tagged_at), bool(urgent), status, suggested)
+        return out
+
+    def assign_threads(self, assignment: dict[str, str]) -> None:
+        with self.engine.begin() as conn:
+            by_thread: dict[str, list[str]] = {}
+            for key, tid in assignment.items():
+                by_thread.setdefault(tid, []).append(key)
+            for tid, keys in by_thread.items():
+                for chunk in _chunks(keys, 900):
+                    conn.execute(update(T.Message).where(T.Message.id.in_(chunk)).values(thread_id=tid))  # type: ignore[attr-defined]
+
+    def message_heads(self, keys: Sequence[str]) -> dict[str, tuple[Address, tuple[Address, ...], str, frozenset[str]]]:
+        """(sender, to, subject, flags) of messages, decrypted, for thread summaries."""
+        out: dict[str, tuple[Address, tuple[Address, ...], str, frozenset[str]]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(keys), 900):
+                for mid, name, addr, subj, extra, flags in conn.execute(
+                    select(
+                        T.Message.id,
+                        T.Message.from_name_enc,
+                        T.Message.from_addr_enc,
+                        T.Message.subject_enc,
+                        T.Message.extra_enc,
+                        T.Message.flags,
+                    ).where(T.Message.id.in_(chunk))  # type: ignore[attr-defined]
+                ):
+                    ex = json.loads(self.open_text("message", "extra", mid, extra))
+                    out[mid] = (
+                        Address(
+                            self.open_text("message", "from_name", mid, name),
+                            self.open_text("message", "from_addr", mid, addr),
+                        ),
+                        _addrs(ex.get("to")),
+                        self.open_text("message", "subject", mid, subj),
+                        frozenset(flags.split()),
+                    )
+        return out
+
+    def write_threads(self, rows: Sequence[dict[str, Any]], remove: Iterable[str] = ()) -> None:
+        """Insert or replace thread summary rows. Each dict has the clear columns plus
+        ``patient_name``, ``patient_addr`` and ``subject`` in clear, sealed here."""
+        with self.engine.begin() as conn:
+            gone = list(remove)
+            for chunk in _chunks(gone, 900):
+                conn.execute(T.Thread.__table__.delete().where(T.Thread.id.in_(chunk)))  # type: ignore[attr-defined]
+            for row in rows:
+                tid = row["id"]
+                values = {k: v for k, v in row.items() if k not in ("patient_name", "patient_addr", "subject")}
+                for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
+                    if k in values:
+                        values[k] = db_time(values[k])
+                values["patient_name_enc"] = self.seal("thread", "patient_name", tid, row["patient_name"])
+                values["patient_addr_enc"] = self.seal("thread", "patient_addr", tid, row["patient_addr"])
+                values["subject_enc"] = self.seal("thread", "subject", tid, row["subject"])
+                stmt = sqlite_insert(T.Thread).values(**values)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["id"], set_={k: stmt.excluded[k] for k in values if k != "id"}
+                )
+                conn.execute(stmt)
+
+    def set_thread_fields(self, thread_id: str, **values: Any) -> None:
+        for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
+            if k in values:
+                values[k] = db_time(values[k])
+        with self.engine.begin() as conn:
+            conn.execute(update(T.Thread).where(T.Thread.id == thread_id).values(**values))
+
+    def message_ids_by_thread(self, thread_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Decrypted Message-IDs of each thread's messages, oldest first."""
+        out: dict[str, list[str]] = {t: [] for t in thread_ids}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(thread_ids), 900):
+                for mid, tid, blob in conn.execute(
+                    select(T.Message.id, T.Message.thread_id, T.Message.message_id_enc)
+                    .where(T.Message.thread_id.in_(chunk))  # type: ignore[union-attr]
+                    .order_by(T.Message.date, T.Message.id)
+                ):
+                    value = self.open_text("message", "message_id", mid, blob)
+                    if value:
+                        out[tid].append(value)
+        return out
+
+    def thread_message_keys(self, thread_ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {t: [] for t in thread_ids}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(thread_ids), 900):
+                for mid, tid in conn.execute(
+                    select(T.Message.id, T.Message.thread_id).where(T.Message.thread_id.in_(chunk))  # type: ignore[union-attr]
+                ):
+                    out[tid].append(mid)
+        return out
+
+    def all_thread_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(T.Thread.id))]
+
+    # --- reading the queue -----------------------------------------------------------------------
+
+    def queue_facts(self, states: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        """Clear columns for ranking: (id, state, due_at, urgent, last_date, tag)."""
+        q = select(T.Thread.id, T.Thread.state, T.Thread.due_at, T.Thread.urgent, T.Thread.last_date, T.Thread.tag)
+        if states is not None:
+            q = q.where(T.Thread.state.in_(list(states)))  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], utc(r[2]), bool(r[3]), utc(r[4]), r[5]) for r in conn.execute(q)]
+
+    def thread_rows(self, thread_ids: Sequence[str]) -> list[ThreadRow]:
+        """Decrypted rows, in the order of ``thread_ids``."""
+        found: dict[str, ThreadRow] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(thread_ids), 900):
+                for t in conn.execute(select(T.Thread).where(T.Thread.id.in_(chunk))):  # type: ignore[attr-defined]
+                    found[t.id] = ThreadRow(
+                        id=t.id,
+                        state=ThreadState(t.state),
+                        tag=t.tag,
+                        due_at=utc(t.due_at),
+                        waiting_since=utc(t.waiting_since),
+                        last_date=utc(t.last_date),  # type: ignore[arg-type]
+                        message_count=t.message_count,
+                        unread=t.unread,
+                        urgent=bool(t.urgent),
+                        sender_status=t.sender_status,
+                        suggested_tag=t.suggested_tag,
+                        patient_name=self.open_text("thread", "patient_name", t.id, t.patient_name_enc),
+                        patient_addr=self.open_text("thread", "patient_addr", t.id, t.patient_addr_enc),
+                        subject=self.open_text("thread", "subject", t.id, t.subject_enc),
+                    )
+        return [found[t] for t in thread_ids if t in found]
+
+    def thread_messages(self, thread_id: str) -> list[StoredMessage]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(T.Message, T.Folder.name)
+                .join(T.Folder, T.Folder.id == T.Message.folder_id)
+                .where(T.Message.thread_id == thread_id)
+                .order_by(T.Message.date, T.Message.id)
+            ).all()
+            ids = [r[0] for r in rows]
+            atts: dict[str, list[tuple[str, str, int]]] = {}
+            for chunk in _chunks(ids, 900):
+                for a in conn.execute(
+                    select(T.Attachment)
+                    .where(T.Attachment.message_id.in_(chunk))  # type: ignore[attr-defined]
+                    .order_by(T.Attachment.position)
+                ):
+                    info = json.loads(self.open_text("attachment", "info", a.id, a.info_enc))
+                    atts.setdefault(a.message_id, []).append((a.id, info["filename"], a.size))
+        return [self._stored(r, atts.get(r[0], [])) for r in rows]
+
+    def message(self, message_id: str) -> StoredMessage | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(T.Message, T.Folder.name)
+                .join(T.Folder, T.Folder.id == T.Message.folder_id)
+                .where(T.Message.id == message_id)
+            ).first()
+        return self._stored(row, []) if row else None
+
+    def raw_message(self, message_id: str) -> bytes:
+        with self.engine.connect() as conn:
+            blob = conn.execute(select(T.Message.raw_enc).where(T.Message.id == message_id)).scalar_one()
+        return self.open_bytes("message", "raw", message_id, blob)
+
+    def attachment_data(self, attachment_id: str) -> tuple[str, bytes]:
+        with self.engine.connect() as conn:
+            a = conn.execute(select(T.Attachment).where(T.Attachment.id == attachment_id)).one()
+        info = json.loads(self.open_text("attachment", "info", a.id, a.info_enc))
+        return info["filename"], self.open_bytes("attachment", "data", a.id, a.data_enc)
+
+    def _stored(self, row: Any, atts: list[tuple[str, str, int]]) -> StoredMessage:
+        m = row[0] if not hasattr(row, "id") else row
+        folder = row[-1]
+        mid = m.id
+        extra = json.loads(self.open_text("message", "extra", mid, m.extra_enc))
+        return StoredMessage(
+            id=mid,
+            thread_id=m.thread_id,
+            folder=folder,
+            uid=m.uid,
+            date=utc(m.date),  # type: ignore[arg-type]
+            outgoing=bool(m.outgoing),
+            flags=frozenset(m.flags.split()),
+            malformed=bool(m.malformed),
+            deleted_on_server=bool(m.deleted_on_server),
+            message_id=self.open_text("message", "message_id", mid, m.message_id_enc),
+            subject=self.open_text("message", "subject", mid, m.subject_enc),
+            sender=Address(
+                self.open_text("message", "from_name", mid, m.from_name_enc),
+                self.open_text("message", "from_addr", mid, m.from_addr_enc),
+            ),
+            body=self.open_text("message", "body", mid, m.body_enc),
+            to=_addrs(extra.get("to")),
+            cc=_addrs(extra.get("cc")),
+            reply_to=_addrs(extra.get("reply_to")),
+            references=tuple(extra.get("references") or ()),
+            in_reply_to=tuple(extra.get("in_reply_to") or ()),
+            auth_results=extra.get("auth_results", ""),
+            problem=extra.get("problem", ""),
+            attachments=tuple(atts),
+        )
+
+    # --- flags -----------------------------------------------------------------------------------
+
+    def set_flags(
+        self, message_ids: Sequence[str], add: Iterable[str] = (), remove: Iterable[str] = (), *, journal: bool = True
+    ) -> None:
+        """Change flags locally; with ``journal`` the change is queued to be pushed to the server."""
+        add_s, rem_s = set(add), set(remove)
+        now = db_time(datetime.now(UTC))
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(message_ids), 900):
+                for mid, flags in conn.execute(
+                    select(T.Message.id, T.Message.flags).where(T.Message.id.in_(chunk))  # type: ignore[attr-defined]
+                ):
+                    new = (set(flags.split()) | add_s) - rem_s
+                    conn.execute(update(T.Message).where(T.Message.id == mid).values(flags=" ".join(sorted(new))))
+                    if journal:
+                        conn.execute(
+                            insert(T.FlagChange).values(
+                                message_id=mid,
+                                add_flags=" ".join(sorted(add_s)),
+                                remove_flags=" ".join(sorted(rem_s)),
+                                created=now,
+                                done=False,
+                            )
+                        )
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status_counts(self) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            per_folder = {
+                name: int(n)
+                for name, n in conn.execute(
+                    select(T.Folder.name, func.count(T.Message.id))
+                    .select_from(T.Folder)
+                    .join(T.Message, T.Message.folder_id == T.Folder.id, isouter=True)
+                    .group_by(T.Folder.name)
+                )
+            }
+            threads = int(conn.execute(select(func.count()).select_from(T.Thread)).scalar_one())
+            outbox = {
+                state: int(n)
+                for state, n in conn.execute(select(T.Outbox.state, func.count()).group_by(T.Outbox.state))
+            }
+            last_sync = conn.execute(select(func.max(T.Folder.last_sync))).scalar_one()
+            malformed = int(
+                conn.execute(select(func.count()).select_from(T.Message).where(T.Message.malformed)).scalar_one()
+            )
+        return {
+            "folders": per_folder,
+            "threads": threads,
+            "outbox": outbox,
+            "last_sync": utc(last_sync),
+            "malformed": malformed,
+        }
+
+
+def _content_key(raw: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _parent_ids(p: ParsedMessage) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for ref in (*p.references, *p.in_reply_to):
+        if ref and ref not in seen and ref != p.message_id:
+            seen.add(ref)
+            out.append(ref)
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

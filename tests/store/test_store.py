@@ -1,0 +1,182 @@
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from sqlmodel import SQLModel
+
+from carebox.domain.deadlines import Policy
+from carebox.domain.models import Attachment, ThreadState
+from carebox.services.threads import rethread
+from carebox.store import tables  # noqa: F401  (registers the tables)
+from carebox.store.crypto import Cipher
+from carebox.store.migrations import LATEST, SchemaTooNew
+from carebox.store.store import DB_FILE, Store, StoreError
+from tests.factories import DOC, DOCTOR, message, patient
+
+MARKERS = [
+    "MARKERSUBJECT7731",
+    "MARKERBODY5512",
+    "markername9931",
+    "markeraddr4401@mail.example",
+    "MARKERMSGID8812",
+    "MARKERATTACH3301",
+    "MARKERFILE2209",
+]
+
+
+def open_store(path: Path, key: bytes | None = None) -> Store:
+    return Store.open(path, Cipher(key or b"k" * 32), professional=DOCTOR, create=True)
+
+
+def test_no_marker_reaches_any_file(tmp_path: Path) -> None:
+    """Patient data is sealed: none of the markers is readable in the database, its WAL or SHM,
+    or any other file the store wrote."""
+    d = tmp_path / "store"
+    store = open_store(d)
+    from carebox.domain.models import Address
+
+    sender = Address("markername9931 Person", "markeraddr4401@mail.example")
+    msg = message(
+        "MARKERMSGID8812@mail.example",
+        sender=sender,
+        to=DOC,
+        subject="Lab MARKERSUBJECT7731",
+        body="My result MARKERBODY5512 is in",
+    )
+    parsed = msg.parsed.__class__(
+        **{
+            **{f: getattr(msg.parsed, f) for f in msg.parsed.__slots__},
+            "attachments": (Attachment("MARKERFILE2209.pdf", "application/pdf", 16, b"MARKERATTACH3301"),),
+        }
+    )
+    store.add_messages("INBOX", [msg.__class__(raw=msg.raw, parsed=parsed, uid=1)])
+    rethread(store, Policy())
+    assert store.message_count() == 1
+    # Read back while open: the values are there, decrypted.
+    (tid,) = store.all_thread_ids()
+    (row,) = store.thread_rows([tid])
+    assert row.subject == "Lab MARKERSUBJECT7731"
+    assert row.patient_addr == "markeraddr4401@mail.example"
+    # Scan while open (WAL and SHM exist now) and after closing.
+    for phase in ("open", "closed"):
+        files = [p for p in d.rglob("*") if p.is_file()]
+        assert any(p.name == DB_FILE for p in files)
+        if phase == "open":
+            assert any(p.name.endswith("-wal") for p in files)
+        for p in files:
+            data = p.read_bytes()
+            for marker in MARKERS:
+                for form in (marker.encode(), marker.encode("utf-16-le"), marker.lower().encode()):
+                    assert form not in data, f"{marker} found in {p.name} ({phase})"
+        store.close()
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    d = tmp_path / "store"
+    store = open_store(d)
+    store.add_messages("INBOX", [message("a@x", sender=patient(1), to=DOC, uid=1)])
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    for p in d.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, p.name
+    store.close()
+
+
+def test_schema_matches_the_table_definitions(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    store.close()
+    con = sqlite3.connect(tmp_path / "s" / DB_FILE)
+    for table in SQLModel.metadata.sorted_tables:
+        cols = {r[1] for r in con.execute(f"PRAGMA table_info({table.name})")}
+        assert cols == {c.name for c in table.columns}, table.name
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(LATEST)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    store.add_messages("INBOX", [message("a@x", sender=patient(1), to=DOC, uid=1)])
+    store.close()
+    again = open_store(tmp_path / "s")
+    assert again.message_count() == 1
+    assert again.schema_version() == LATEST
+    again.close()
+
+
+def test_a_newer_schema_is_refused_not_dropped(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    store.set_meta("schema_version", str(LATEST + 1))
+    store.close()
+    with pytest.raises(SchemaTooNew, match="newer carebox"):
+        open_store(tmp_path / "s")
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store"):
+        Store.open(tmp_path / "nothing", Cipher(os.urandom(32)))
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_duplicates_are_skipped(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    m = message("a@x", sender=patient(1), to=DOC, uid=7)
+    assert len(store.add_messages("INBOX", [m]).added) == 1
+    r = store.add_messages("INBOX", [m, m])
+    assert r.added == [] and r.duplicates == 2
+    imported = message("b@x", sender=patient(1), to=DOC)
+    assert len(store.add_messages("Imported", [imported, imported]).added) == 1
+    assert store.add_messages("Imported", [imported]).duplicates == 1
+    assert store.message_count() == 2
+    store.close()
+
+
+def test_threads_and_deadlines_from_the_store(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    p1, p2 = patient(1), patient(2)
+    policy = Policy(response_hours=48)
+    # A child arrives before its parent; a second patient writes separately.
+    store.add_messages(
+        "INBOX",
+        [
+            message(
+                "q2@x",
+                sender=p1,
+                to=DOC,
+                subject="Re: Labs",
+                hours=5,
+                in_reply_to="a1@x",
+                references=("q1@x", "a1@x"),
+                uid=3,
+            ),
+            message("other@x", sender=p2, to=DOC, subject="Refill", hours=1, uid=4),
+        ],
+    )
+    rethread(store, policy)
+    assert len(store.all_thread_ids()) == 2
+    store.add_messages(
+        "INBOX",
+        [
+            message("q1@x", sender=p1, to=DOC, subject="Labs", hours=0, uid=1),
+            message(
+                "a1@x", sender=DOC, to=p1, subject="Re: Labs", hours=2, in_reply_to="q1@x", references=("q1@x",), uid=2
+            ),
+        ],
+    )
+    rethread(store, policy)
+    ids = store.all_thread_ids()
+    assert len(ids) == 2
+    rows = {r.patient_addr: r for r in store.thread_rows(ids)}
+    labs = rows[p1.addr]
+    assert labs.message_count == 3
+    assert labs.state is ThreadState.WAITING
+    # Waiting since the patient's message after the doctor's answer (hour 5), due 48 h later.
+    from datetime import timedelta
+
+    from tests.factories import BASE
+
+    assert labs.waiting_since == BASE + timedelta(hours=5)
+    assert labs.due_at == BASE + timedelta(hours=53)
+    assert labs.subject == "Labs"
+    assert rows[p2.addr].message_count == 1
+    store.close()
