@@ -53,8 +53,7 @@ def describe_tls_error(exc: BaseException, host: str) -> str:
             low = msg.lower()
             if "hostname mismatch" in low or "ip address mismatch" in low or "doesn't match" in low:
                 return (
-                    f"the certificate does not match host name {host}: "
-                    "use the host name the certificate was issued for"
+                    f"the certificate does not match host name {host}: use the host name the certificate was issued for"
                 )
             if "expired" in low or code == 10:
                 return f"the certificate of {host} has expired: the server's certificate must be renewed"
@@ -73,10 +72,7 @@ def describe_tls_error(exc: BaseException, host: str) -> str:
                 )
             return f"the certificate of {host} could not be verified: {msg}"
         if isinstance(e, ssl.CertificateError):
-            return (
-                f"the certificate does not match host name {host}: "
-                "use the host name the certificate was issued for"
-            )
+            return f"the certificate does not match host name {host}: use the host name the certificate was issued for"
         if isinstance(e, ssl.SSLError):
             reason = getattr(e, "reason", None) or ""
             text = str(reason or e).strip() or type(e).__name__
