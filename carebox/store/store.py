@@ -337,8 +337,31 @@ class Store:
                             )
                         )
                     )
+            # A reply carebox sent is kept as a UID-less local copy in the Sent folder; when sync
+            # brings the server's copy, it claims that row (sets its UID) instead of doubling it.
+            local_copies: dict[str, str] = {}
+            with_uid_tokens = [self.token("msgid", it.parsed.message_id) for it in items if it.uid is not None]
+            for chunk in _chunks([t for t in with_uid_tokens if t], 900):
+                for mid, tok in conn.execute(
+                    select(T.Message.id, T.Message.msgid_token).where(
+                        T.Message.folder_id == fid,
+                        T.Message.uid.is_(None),  # type: ignore[union-attr]
+                        T.Message.msgid_token.in_(chunk),  # type: ignore[attr-defined]
+                    )
+                ):
+                    local_copies.setdefault(tok, mid)
             seen_in_batch: set[object] = set()
             for it in items:
+                if it.uid is not None and it.uid not in have_uids:
+                    claimed = local_copies.pop(self.token("msgid", it.parsed.message_id), None)
+                    if claimed is not None:
+                        conn.execute(
+                            update(T.Message)
+                            .where(T.Message.id == claimed)
+                            .values(uid=it.uid, flags=" ".join(sorted(it.flags)), modseq=it.modseq)
+                        )
+                        duplicates += 1
+                        continue
                 ctoken = self.token("content", _content_key(it.raw))
                 dedup_key: object = ("uid", it.uid) if it.uid is not None else ("content", ctoken)
                 if (

@@ -180,3 +180,21 @@ def test_threads_and_deadlines_from_the_store(tmp_path: Path) -> None:
     assert labs.subject == "Labs"
     assert rows[p2.addr].message_count == 1
     store.close()
+
+
+def test_server_copy_claims_the_local_copy_of_a_sent_reply(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    local = message("reply1@practice.example", sender=DOC, to=patient(1), subject="Re: Labs")
+    assert len(store.add_messages("Sent", [local]).added) == 1
+    server_copy = message(
+        "reply1@practice.example", sender=DOC, to=patient(1), subject="Re: Labs", uid=41, flags=frozenset({"\\Seen"})
+    )
+    result = store.add_messages("Sent", [server_copy])
+    assert result.added == [] and result.duplicates == 1
+    assert store.message_count("Sent") == 1
+    (folder_msg,) = [m for m in store.folders() if m.name == "Sent"]
+    assert folder_msg is not None
+    # The row now carries the server's UID: a later sync of the same UID adds nothing.
+    assert store.add_messages("Sent", [server_copy]).duplicates == 1
+    assert store.message_count() == 1
+    store.close()
