@@ -668,7 +668,7 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):
         if line.startswith(b"+"):
             self._continuation(line)
             return None
-        raise ImapProtocolError("the server sent data out of sequence: the connection was closed")
+        raise ImapProtocolError("the server sent malformed data (out of sequence): the connection was closed")
 
     def _welcome(self, line: bytes) -> None:
         upper = line.upper()
@@ -1305,14 +1305,16 @@ class ImapClient:
             )
             wanted = set(batch)
             found: dict[int, FetchedMessage] = {}
-            for attrs in self._fetch_items(resp):
+            for seq, attrs in self._fetch_items(resp, with_seq=True):
                 try:
                     if "UID" not in attrs:
                         continue
                     uid = _as_int(attrs["UID"])
                     body = attrs.get("BODY[]")
                     if uid not in wanted or not isinstance(body, bytes):
-                        continue  # an unsolicited flag update, or a message we did not ask for
+                        if "FLAGS" in attrs and "BODY[]" not in attrs:  # an unsolicited flag change
+                            proto.note_event(f"{seq} FETCH (UID {uid})".encode())
+                        continue
                     if "FLAGS" not in attrs or "INTERNALDATE" not in attrs:
                         raise _Malformed("missing FLAGS or INTERNALDATE")
                     date = attrs["INTERNALDATE"]
@@ -1339,7 +1341,7 @@ class ImapClient:
             raise ImapProtocolError(f"{self.settings.host} refused FETCH ({resp.result}{' ' + code if code else ''})")
         return resp
 
-    def _fetch_items(self, resp: aioimaplib.Response) -> Iterable[dict[str, Any]]:
+    def _fetch_items(self, resp: aioimaplib.Response, with_seq: bool = False) -> Iterable[Any]:
         """Group the response parts into FETCH items (a FETCH line, its literals, their continuation
         lines) and parse each; anything that does not parse is a protocol error."""
         proto = self._require()
@@ -1357,11 +1359,13 @@ class ImapClient:
                 raise ImapProtocolError("the server's FETCH answer is malformed (stray literal)")
         for g in groups:
             try:
-                yield _fetch_attributes(_tokenize(g))
+                toks = _tokenize(g)
+                attrs = _fetch_attributes(toks)
             except _Malformed:
                 err = ImapProtocolError("the server's FETCH answer is malformed: the connection was closed")
                 proto.fail(err)
                 raise err from None
+            yield (int(toks[0]), attrs) if with_seq else attrs
 
     # -- writing -----------------------------------------------------------------------------------
 
