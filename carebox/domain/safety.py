@@ -1,0 +1,994 @@
+"""Clinical safety checks: red flags, who is writing, and what is in scope. Pure: no IO, the
+clock is passed in.
+
+* Red flags: built-in phrases and patterns (plus extras from the config) matched on a
+  normalised text (NFKC, case-folded, typographic apostrophes and invisible characters
+  removed, whitespace collapsed). Matching is deliberately generous: a listed phrase is never
+  missed, and a negated mention ("no chest pain") still counts; it is only marked ``negated``
+  for display.
+* Sender checks: verified / unknown / no_consent / warning, with the reasons for a warning
+  (display name naming another patient or the practice, lookalike or internationalised domain,
+  Reply-To different from From, failed authentication).
+* Scope: appointment, billing and refill requests, questions from patients without a visit in
+  the window, lab-result questions (a category with its own response window), and mail that
+  went through the physician's personal account.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from functools import lru_cache
+
+from carebox.domain.models import Address
+from carebox.domain.sanitize import clean_line
+
+__all__ = [
+    "LISTED_PHRASES",
+    "PRACTICE_TITLES",
+    "RED_FLAG_RULES",
+    "DirectoryPatient",
+    "PatientDirectory",
+    "Practice",
+    "RedFlagHit",
+    "RedFlagMatcher",
+    "RedFlagRule",
+    "ReplyTarget",
+    "SenderCheck",
+    "SenderFacts",
+    "SenderStatus",
+    "SenderWarning",
+    "Suggestion",
+    "check_sender",
+    "compile_phrase",
+    "damerau_distance",
+    "domain_lookalike",
+    "idn_to_unicode",
+    "mentions_personal_account",
+    "merge_status",
+    "normalize_text",
+    "red_flags",
+    "reply_target",
+    "result_category",
+    "scope_category",
+    "skeleton",
+    "strip_quoted",
+    "suggest_tag",
+    "urgent_banner",
+    "visit_in_window",
+]
+
+# --- text normalisation ---------------------------------------------------------------------------
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'", "\u2032": "'"})
+_INVISIBLE = dict.fromkeys([0x00AD, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF])
+_DASHES = str.maketrans({c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"})
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """The form every pattern is matched against: NFKC, case-folded, one kind of apostrophe and
+    dash, no invisible characters, every run of whitespace (newlines too) one space."""
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).translate(_APOSTROPHES).translate(_DASHES)
+    return _SPACES.sub(" ", text.casefold()).strip()
+
+
+_QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+
+
+def strip_quoted(body: str) -> str:
+    """The body without lines quoted from earlier mail (``> ...``): a red flag the practice already
+    answered, or words of its own reply, must not flag the patient's next message."""
+    return _QUOTED.sub("", body)
+
+
+# --- red flags -------------------------------------------------------------------------------------
+
+# Between two words: spaces or a hyphen (the text is normalised, so one space normally).
+_W = r"[\s\-]+"
+_POSS = r"(?:my|his|her|their|the|our|your|a)"
+_CANT = r"(?:can'?t|cannot|can not|could ?n'?t|could not|unable to|not able to)"
+
+
+def _spaced(pattern: str) -> str:
+    """Patterns are written with plain spaces: " ?" means an optional space or hyphen, " " one or
+    more spaces or hyphens."""
+    return pattern.replace(" ?", "[\\s\\-]?").replace(" ", _W)
+
+
+@dataclass(frozen=True, slots=True)
+class RedFlagRule:
+    id: str
+    label: str  # shown in the URGENT banner; never patient text
+    patterns: tuple[str, ...]  # regular expressions over normalise_text() output, with spaces as " "
+
+    def compiled(self) -> re.Pattern[str]:
+        body = "|".join(f"(?:{p})" for p in self.patterns)
+        return re.compile(rf"(?<!\w)(?:{_spaced(body)})(?!\w)")
+
+
+RED_FLAG_RULES: tuple[RedFlagRule, ...] = (
+    RedFlagRule(
+        "chest_pain",
+        "chest pain",
+        (
+            r"chest (?:pains?|tight(?:ness)?|pressure|hurts?|hurting|aches?|aching|discomfort|heaviness|squeezing)",
+            rf"(?:pains?|tightness|pressure|aches?|aching|squeezing|heaviness|crushing|burning) in {_POSS} chest",
+            rf"(?:{_POSS} )?chest (?:is|feels?|felt|has been|keeps|was) (?:\w+ )?"
+            r"(?:tight|hurting|heavy|painful|sore|crushing|squeezing|pounding)",
+            r"(?:tight|crushing|heavy|painful|sore) chest",
+            r"heart attack",
+        ),
+    ),
+    RedFlagRule(
+        "breathing",
+        "trouble breathing",
+        (
+            r"(?:trouble|difficulty|difficulties|problems?|struggling|struggle|hard time|labou?red) "
+            r"(?:with )?breath(?:e|ing)?",
+            rf"{_CANT} (?:\w+ )?breathe?",
+            r"(?:hard|difficult|impossible|painful) to breathe?",
+            r"short(?:ness)? of breath",
+            r"breathless(?:ness)?",
+            r"out of breath",
+            r"gasping(?: for (?:air|breath))?",
+            rf"{_CANT} catch {_POSS} breath",
+            r"(?:not|stopped|isn'?t|is not|wasn'?t) breathing",
+            r"lips (?:are |is |turning |turned |went |look |looking )?(?:blue|grey|gray)",
+            r"blue lips",
+            r"choking",
+        ),
+    ),
+    RedFlagRule(
+        "suicidal",
+        "suicidal thoughts",
+        (
+            r"suicid(?:e|al|ality)",
+            r"(?:want|wanted|wanting|wants|going|plan|planning|ready) to die",
+            r"wish (?:i|he|she) (?:was|were) dead",
+            r"kill(?:ing)? (?:my ?self|him ?self|her ?self)",
+            r"end(?:ing)? (?:my|his|her) (?:own )?life",
+            r"take (?:my|his|her) (?:own )?life",
+            r"end (?:it|things) all",
+            r"no (?:reason|point) (?:to|in) (?:live|living|go(?:ing)? on)",
+            r"better off dead",
+            r"(?:don'?t|do not|no longer) want to (?:live|be alive|wake up|be here)",
+        ),
+    ),
+    RedFlagRule(
+        "self_harm",
+        "self-harm",
+        (
+            r"self ?-?harm(?:ing|ed)?",
+            r"(?:hurt|hurting|harm|harming|cut|cutting|burn|burning)(?: of)? (?:my ?self|him ?self|her ?self)",
+        ),
+    ),
+    RedFlagRule(
+        "overdose",
+        "overdose or poisoning",
+        (
+            r"over ?-?dos(?:e|es|ed|ing)",
+            r"too many (?:of (?:my|his|her|their|the|these|those) )?(?:\w+ )?(?:pills|tablets|capsules|doses)",
+            r"swallowed (?:a|the|some|all|\d+) (?:\w+ )?(?:pills|tablets|bottle|battery|batteries|bleach|detergent)",
+            r"poison(?:ed|ing)?",
+        ),
+    ),
+    RedFlagRule(
+        "stroke",
+        "stroke signs",
+        (
+            r"strokes?",
+            r"face (?:is |was |started |seems |looks )?(?:droop(?:s|ing|ed|y)?|sagging|drooping)",
+            r"droop(?:ing|y|ed)? (?:face|mouth|eyelid|side|smile)",
+            rf"one side of {_POSS} face",
+            r"slurr(?:ed|ing|s)? (?:speech|words|talking)",
+            r"slurr(?:ed|ing)",
+            r"speech (?:is |was |became |sounds )?(?:slurred|garbled|strange)",
+            r"arms? weakness",
+            rf"weak(?:ness)? (?:in|of) (?:{_POSS} )?(?:one )?(?:left |right )?(?:arm|leg|side|hand)s?",
+            rf"{_CANT} (?:lift|raise|move) (?:{_POSS} )?(?:left |right )?arms?",
+            r"sudden(?:ly)? (?:\w+ )?numb(?:ness)?",
+            r"numb(?:ness)? (?:on|in) one side",
+            r"sudden(?:ly)? (?:confusion|confused|vision loss|loss of vision|blind|"
+            r"trouble (?:speaking|seeing|walking))",
+        ),
+    ),
+    RedFlagRule(
+        "headache",
+        "worst headache of their life",
+        (
+            r"worst headaches?(?: (?:of|in) (?:my|his|her) life| ever)?",
+            r"thunderclap headaches?",
+            r"sudden(?:,)? severe headaches?",
+        ),
+    ),
+    RedFlagRule(
+        "bleeding",
+        "severe bleeding",
+        (
+            r"(?:severe|heavy|heavily|uncontrolled|uncontrollable|profuse|massive|a lot of|lots of|serious) "
+            r"bleed(?:ing)?",
+            r"bleed(?:ing|s)? (?:heavily|a lot|badly|profusely|everywhere|non ?-?stop)",
+            r"(?:won'?t|will not|doesn'?t|does not|can'?t|cannot|couldn'?t) stop (?:the )?bleeding",
+            r"bleeding (?:won'?t|will not|doesn'?t|does not|didn'?t|did not|has not|hasn'?t) stop(?:ped)?",
+            r"blood (?:everywhere|won'?t stop|is pouring|pouring)",
+            r"pregnan(?:t|cy)[^.!?]{0,60}bleed(?:ing)?",
+            r"bleed(?:ing)?[^.!?]{0,60}pregnan(?:t|cy)",
+        ),
+    ),
+    RedFlagRule(
+        "blood_cough_vomit",
+        "coughing or vomiting blood",
+        (
+            r"(?:cough(?:s|ed|ing)?|vomit(?:s|ed|ing)?|throw(?:s|ing)? up|threw up|spit(?:s|ting)? up|"
+            r"puk(?:e|es|ed|ing)|spitting)(?: up)? (?:some |a lot of |lots of |bright red |dark |fresh )?blood",
+            r"blood in (?:my |his |her |the )?(?:vomit|sputum|phlegm|spit)",
+            r"bloody (?:vomit|sputum|phlegm|cough)",
+            r"black (?:tarry )?stools?",
+        ),
+    ),
+    RedFlagRule(
+        "fainting",
+        "fainting or loss of consciousness",
+        (
+            r"faint(?:ed|ing|s)",
+            r"(?:feel|feels|feeling|felt) faint",
+            r"pass(?:ed|es|ing)? out",
+            r"(?:lost|losing|loss of) consciousness",
+            r"unconscious",
+            r"unresponsive",
+            r"black(?:ed|ing)? out",
+            r"collaps(?:e|ed|es|ing)",
+            rf"{_CANT} wake (?:him|her|them|up)",
+        ),
+    ),
+    RedFlagRule(
+        "seizure",
+        "seizure",
+        (
+            r"seizures?",
+            r"convuls(?:ion|ions|ing|ed)",
+            r"(?:epileptic|grand mal) (?:fit|attack)s?",
+            r"(?:having|had) a fit",
+        ),
+    ),
+    RedFlagRule(
+        "anaphylaxis",
+        "anaphylaxis or throat swelling",
+        (
+            r"anaphyla(?:xis|ctic)",
+            r"throat (?:is |feels |started |was )?(?:swell(?:ing|ed|s)?|swollen|closing(?: up)?|tight(?:ening)?)",
+            rf"swell(?:ing)? (?:of|in) (?:{_POSS} )?(?:throat|tongue|lips?|face)",
+            r"(?:tongue|lips?|face|throat) (?:is |are |has |have |started |starting )?(?:swell(?:ing|ed)?|swollen)",
+            r"swollen (?:throat|tongue|lips?)",
+            r"epi ?-?pen",
+            r"severe allergic reaction",
+        ),
+    ),
+    RedFlagRule(
+        "infant_fever",
+        "high fever in an infant",
+        (
+            r"(?:baby|infant|newborn|neonate|(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven) "
+            r"(?:days?|weeks?|months?) old)[^.!?]{0,80}(?:fever|temperature|febrile|3[89](?:[.,]\d)? ?°? ?c\b)",
+            r"(?:fever|temperature|febrile)[^.!?]{0,80}(?:baby|infant|newborn|neonate|"
+            r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven) (?:days?|weeks?|months?) old)",
+        ),
+    ),
+    RedFlagRule(
+        "very_high_fever",
+        "very high fever",
+        (
+            r"(?:fever|temperature|temp)[^.!?]{0,25}?(?:4[0-2](?:[.,]\d)? ?°? ?c?|10[4-8](?:[.,]\d)? ?°? ?f?)(?!\d)",
+            r"high fever",
+        ),
+    ),
+    RedFlagRule(
+        "meningitis",
+        "stiff neck or non-fading rash",
+        (
+            r"stiff neck",
+            r"neck (?:is )?stiff",
+            r"rash (?:that )?(?:doesn'?t|does not|won'?t|will not|didn'?t|did not) fade",
+            r"(?:purple|non ?-?blanching) (?:rash|spots)",
+        ),
+    ),
+    RedFlagRule(
+        "severe_pain",
+        "severe abdominal pain or head injury",
+        (
+            r"(?:severe|excruciating|unbearable|agonizing|agonising) (?:stomach|abdominal|belly|tummy) (?:pain|ache)",
+            r"head (?:injury|trauma)",
+            rf"(?:hit|banged|bumped) {_POSS} head",
+        ),
+    ),
+)
+
+# The phrases the practice lists and that must always be caught (tests check each).
+LISTED_PHRASES: tuple[str, ...] = (
+    "chest pain",
+    "chest tightness",
+    "chest pressure",
+    "my chest hurts",
+    "pain in my chest",
+    "trouble breathing",
+    "difficulty breathing",
+    "shortness of breath",
+    "short of breath",
+    "can't breathe",
+    "cannot breathe",
+    "suicidal thoughts",
+    "suicide",
+    "want to die",
+    "kill myself",
+    "self-harm",
+    "self harm",
+    "hurt myself",
+    "overdose",
+    "took too many pills",
+    "stroke",
+    "face drooping",
+    "slurred speech",
+    "arm weakness",
+    "sudden numbness",
+    "worst headache of my life",
+    "severe bleeding",
+    "bleeding won't stop",
+    "coughing blood",
+    "coughing up blood",
+    "vomiting blood",
+    "fainted",
+    "fainting",
+    "passed out",
+    "lost consciousness",
+    "seizure",
+    "convulsions",
+    "anaphylaxis",
+    "throat swelling",
+    "throat is closing",
+    "high fever",
+    "baby has a fever",
+    "stiff neck",
+    "unresponsive",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RedFlagHit:
+    rule: str  # rule id, or "config" for an extra from triage.red_flags
+    label: str  # what the banner names: the rule's label or the configured phrase
+    text: str  # the matched words (normalised)
+    negated: bool = False  # preceded by "no", "not", "denies"...: still urgent, shown as such
+
+
+_NEGATION = re.compile(
+    r"(?<!\w)(?:no|not|never|without|denies|denied|nor|don'?t have|do not have|haven'?t had|hasn'?t had)"
+    r"(?: [\w'-]+){0,2} ?$"
+)
+
+
+def compile_phrase(phrase: str) -> re.Pattern[str]:
+    """A configured red flag as a pattern. ``re:`` starts a regular expression (matched against the
+    normalised text); anything else is a phrase: words in order, case-insensitive, spaces or
+    hyphens between them, each word also matching its plural. Raises ``ValueError`` (one line)
+    for an empty phrase or a bad expression."""
+    if phrase.startswith("re:"):
+        expr = phrase[3:]
+        if not expr.strip():
+            raise ValueError("red flag 're:' needs a regular expression after it")
+        try:
+            return re.compile(expr)
+        except re.error as exc:
+            raise ValueError(f"red flag {phrase!r} is not a valid regular expression: {exc}") from None
+    words = normalize_text(phrase).replace("-", " ").split()
+    if not words:
+        raise ValueError("a red flag phrase cannot be empty")
+    body = _W.join(re.escape(w) + "(?:s|es)?" for w in words)
+    return re.compile(rf"(?<!\w){body}(?!\w)")
+
+
+class RedFlagMatcher:
+    """The built-in rules plus configured extras, compiled once."""
+
+    def __init__(self, extra: Iterable[str] = (), rules: Sequence[RedFlagRule] = RED_FLAG_RULES) -> None:
+        self._rules = [(r.id, r.label, r.compiled()) for r in rules]
+        self._rules += [("config", p[3:] if p.startswith("re:") else p, compile_phrase(p)) for p in extra]
+
+    def find(self, text: str) -> list[RedFlagHit]:
+        """Every rule that matches, once each (the first match), in rule order."""
+        norm = normalize_text(text)
+        hits: list[RedFlagHit] = []
+        for rule, label, pattern in self._rules:
+            m = pattern.search(norm)
+            if m is None:
+                continue
+            negated = all(_NEGATION.search(norm[max(0, x.start() - 40) : x.start()]) for x in pattern.finditer(norm))
+            hits.append(RedFlagHit(rule, label, m.group(0), negated))
+        return hits
+
+    def urgent(self, text: str) -> bool:
+        return bool(self.find(text))
+
+
+@lru_cache(maxsize=8)
+def _default_matcher(extra: tuple[str, ...]) -> RedFlagMatcher:
+    return RedFlagMatcher(extra)
+
+
+def red_flags(text: str, extra: Sequence[str] = ()) -> list[RedFlagHit]:
+    return _default_matcher(tuple(extra)).find(text)
+
+
+# --- confusables, IDN and lookalikes -------------------------------------------------------------
+
+_HOMOGLYPHS = str.maketrans(
+    {
+        # Cyrillic
+        "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+        "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d",
+        "ԛ": "q", "ԝ": "w", "һ": "h", "ӏ": "l", "ɡ": "g", "ь": "b", "п": "n", "г": "r",
+        # Greek
+        "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
+        "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w", "ϲ": "c", "ϳ": "j",
+        # Latin lookalikes and digits
+        "ı": "i", "ɩ": "i", "ǀ": "l", "ℓ": "l", "ʟ": "l", "ɑ": "a", "ɒ": "a", "ꞵ": "b", "ɢ": "g",
+        "0": "o", "1": "l", "|": "l", "!": "l", "$": "s", "@": "a",
+    }
+)  # fmt: skip
+_MULTI = (("rn", "m"), ("vv", "w"), ("ii", "u"))
+
+
+def skeleton(text: str) -> str:
+    """A confusables skeleton (after UTS #39, with a small map): NFKC, case-folded, accents
+    removed, common Cyrillic/Greek/digit lookalikes mapped to Latin, "rn" read as "m"."""
+    s = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    s = "".join(c for c in s if not unicodedata.combining(c)).translate(_INVISIBLE).translate(_HOMOGLYPHS)
+    for a, b in _MULTI:
+        s = s.replace(a, b)
+    return s
+
+
+def idn_to_unicode(domain: str) -> tuple[str, bool]:
+    """(the domain in Unicode, whether it is internationalised). Labels starting ``xn--`` are
+    decoded from punycode; one that fails to decode is kept as it is (and still counts as IDN)."""
+    domain = domain.strip().rstrip(".").lower()
+    labels = []
+    idn = False
+    for label in domain.split("."):
+        if label.startswith("xn--"):
+            idn = True
+            with contextlib.suppress(UnicodeError, ValueError):
+                label = label[4:].encode("ascii").decode("punycode")
+        elif not label.isascii():
+            idn = True
+        labels.append(label)
+    return ".".join(labels), idn
+
+
+def _script(ch: str) -> str:
+    if ch.isascii():
+        return "latin" if ch.isalpha() else ""
+    try:
+        name = unicodedata.name(ch)
+    except ValueError:
+        return "other"
+    for script in ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "HEBREW", "ARABIC", "CJK", "HIRAGANA", "KATAKANA"):
+        if name.startswith(script):
+            return script.lower()
+    return "other" if ch.isalpha() else ""
+
+
+def mixed_script(label: str) -> bool:
+    scripts = {s for s in map(_script, label) if s}
+    return len(scripts) > 1
+
+
+def damerau_distance(a: str, b: str, limit: int = 3) -> int:
+    """Optimal-string-alignment edit distance (insert, delete, substitute, swap neighbours);
+    returns ``limit + 1`` as soon as the distance is known to exceed ``limit``."""
+    if a == b:
+        return 0
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[len(b)]
+
+
+# Genuine, widely used mail domains: never a lookalike themselves, and targets a lookalike may copy.
+COMMON_MAIL_DOMAINS = frozenset(
+    {
+        "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.de", "yahoo.fr", "ymail.com",
+        "outlook.com", "hotmail.com", "hotmail.co.uk", "hotmail.de", "hotmail.fr", "live.com", "msn.com",
+        "icloud.com", "me.com", "mac.com", "aol.com", "mail.com", "email.com", "gmx.com", "gmx.de", "gmx.net",
+        "gmx.at", "gmx.ch", "web.de", "t-online.de", "freenet.de", "posteo.de", "mailbox.org", "proton.me",
+        "protonmail.com", "pm.me", "yandex.com", "yandex.ru", "mail.ru", "zoho.com", "fastmail.com", "orange.fr",
+        "free.fr", "laposte.net", "sfr.fr", "wanadoo.fr", "libero.it", "virgilio.it", "bluewin.ch", "comcast.net",
+        "verizon.net", "att.net", "sbcglobal.net", "btinternet.com", "sky.com", "virginmedia.com",
+    }
+)  # fmt: skip
+
+
+def _edit_limit(length: int) -> int:
+    return 0 if length < 6 else (1 if length < 12 else 2)
+
+
+def domain_lookalike(domain: str, known: Iterable[str]) -> str | None:
+    """The known domain that ``domain`` imitates, or None. A domain that is itself known (or a
+    common mail provider) imitates nothing. Imitation: the same confusables skeleton (homoglyphs,
+    punycode, accents), or a small edit distance (one edit from 6 characters, two from 12)."""
+    domain = domain.strip().rstrip(".").lower()
+    known_set = {k.strip().rstrip(".").lower() for k in known if k}
+    if not domain or domain in known_set or domain in COMMON_MAIL_DOMAINS:
+        return None
+    uni, _ = idn_to_unicode(domain)
+    sk = skeleton(uni)
+    best: tuple[int, str] | None = None
+    for k in sorted(known_set | COMMON_MAIL_DOMAINS):
+        k_uni, _ = idn_to_unicode(k)
+        k_sk = skeleton(k_uni)
+        if k_sk == sk:
+            return k
+        limit = _edit_limit(min(len(k_sk), len(sk)))
+        if limit:
+            d = damerau_distance(sk, k_sk, limit)
+            if d <= limit and (best is None or d < best[0]):
+                best = (d, k)
+    return best[1] if best else None
+
+
+# --- the patient directory and the sender ----------------------------------------------------------
+
+# Words that are titles or noise in a display name, not part of a person's name.
+PRACTICE_TITLES = frozenset(
+    {"dr", "doctor", "prof", "professor", "med", "mr", "mrs", "ms", "miss", "mx", "md", "phd", "frau", "herr"}
+)
+_NAME_NOISE = frozenset({"via", "the", "and", "und", "of", "von", "van", "de", "der", "la", "le"})
+_EMAIL_IN_TEXT = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[^\s@<>\"'(),;:]+")
+_ADDR = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def _name_tokens(name: str) -> tuple[str, ...]:
+    words = re.findall(r"\w+", skeleton(clean_line(name)))
+    return tuple(w for w in words if len(w) > 1 and w not in PRACTICE_TITLES and w not in _NAME_NOISE)
+
+
+def name_key(name: str) -> frozenset[str]:
+    """Order-free key of a person's name ("Berg, Anna" == "Anna Berg"); empty if under two words."""
+    toks = frozenset(_name_tokens(name))
+    return toks if len(toks) >= 2 else frozenset()
+
+
+def email_domain(addr: str) -> str:
+    return addr.rpartition("@")[2].strip().lower() if "@" in addr else ""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryPatient:
+    id: str
+    name: str
+    emails: tuple[str, ...]
+    phone: str = ""
+    consent_date: date | None = None
+    last_visit: date | None = None
+    next_visit: date | None = None
+
+    @property
+    def has_consent(self) -> bool:
+        return self.consent_date is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Practice:
+    """Who the practice is, for display-name checks and the professional-address rule."""
+
+    address: str = ""  # the professional address
+    physician_name: str = ""
+    practice_name: str = ""
+    personal_addresses: tuple[str, ...] = ()  # the physician's personal aliases (never used to reply)
+    domains: tuple[str, ...] = ()  # extra domains of the practice
+
+    def known_domains(self) -> set[str]:
+        out = {email_domain(self.address)} | {d.lower() for d in self.domains}
+        out |= {email_domain(a) for a in self.personal_addresses}
+        return {d for d in out if d}
+
+
+class PatientDirectory:
+    """The decrypted directory, indexed for the checks. Built once per inspection run."""
+
+    def __init__(self, patients: Iterable[DirectoryPatient]) -> None:
+        self.patients: dict[str, DirectoryPatient] = {}
+        self.by_email: dict[str, DirectoryPatient] = {}
+        self.by_name: dict[frozenset[str], list[DirectoryPatient]] = {}
+        self.domains: set[str] = set()
+        for p in patients:
+            self.patients[p.id] = p
+            for e in p.emails:
+                self.by_email[e.lower()] = p
+                self.domains.add(email_domain(e))
+            key = name_key(p.name)
+            if key:
+                self.by_name.setdefault(key, []).append(p)
+        self.domains.discard("")
+        self._max_name = max((len(k) for k in self.by_name), default=0)
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def patient_for(self, addr: str) -> DirectoryPatient | None:
+        return self.by_email.get(addr.strip().lower())
+
+    def named_in(self, display: str) -> list[DirectoryPatient]:
+        """Patients whose full name (every word of it, any order) appears in ``display``."""
+        toks = _name_tokens(display)
+        if len(toks) < 2:
+            return []
+        found: dict[str, DirectoryPatient] = {}
+        n = len(toks)
+        for size in range(2, min(n, self._max_name) + 1):
+            for start in range(n - size + 1):
+                for p in self.by_name.get(frozenset(toks[start : start + size]), ()):
+                    found[p.id] = p
+        return list(found.values())
+
+
+class SenderStatus(StrEnum):
+    VERIFIED = "verified"  # the address belongs to a patient with consent on file
+    NO_CONSENT = "no_consent"  # a patient's address, but no email consent on file
+    UNKNOWN = "unknown"  # the address is not in the directory
+    WARNING = "warning"  # something about the sender needs checking before replying
+
+
+_SEVERITY = {SenderStatus.VERIFIED: 0, SenderStatus.NO_CONSENT: 1, SenderStatus.UNKNOWN: 2, SenderStatus.WARNING: 3}
+
+
+def merge_status(statuses: Iterable[SenderStatus]) -> SenderStatus | None:
+    """The most severe of several statuses (warning > unknown > no_consent > verified)."""
+    return max(statuses, key=_SEVERITY.__getitem__, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderWarning:
+    code: str  # display_name_patient, display_name_practice, display_name_address, lookalike_domain,
+    #            lookalike_address, idn_domain, mixed_script, reply_to, auth_failed
+    text: str  # one line for the thread view (may name a patient: show it, never store it in clear)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderFacts:
+    """What the checks look at in one incoming message."""
+
+    sender: Address
+    reply_to: tuple[Address, ...] = ()
+    auth_results: str = ""
+    recipients: tuple[Address, ...] = ()  # To and Cc
+
+
+@dataclass(frozen=True, slots=True)
+class SenderCheck:
+    status: SenderStatus
+    patient: DirectoryPatient | None  # the directory entry owning the From address
+    warnings: tuple[SenderWarning, ...] = ()
+
+    def lines(self) -> list[str]:
+        """The explanation for the thread view, one line each."""
+        p = self.patient
+        if p is not None and p.has_consent:
+            head = f"The address is on file for {clean_line(p.name, 80)}; email consent given {p.consent_date}."
+        elif p is not None:
+            head = (
+                f"The address is on file for {clean_line(p.name, 80)}, but no email consent is on file: "
+                "reply with the consent template."
+            )
+        else:
+            head = "The sender's address is not in the patient directory."
+        return [head, *(w.text for w in self.warnings)]
+
+
+_AUTH_FAIL = re.compile(r"(?:^|[;\s(])(spf|dkim|dmarc|arc)\s*=\s*(fail|permerror)\b", re.IGNORECASE)
+
+
+def auth_failures(auth_results: str) -> list[str]:
+    """Mechanisms that failed in an Authentication-Results header ("dkim", "dmarc"...)."""
+    return sorted({m.group(1).lower() for m in _AUTH_FAIL.finditer(auth_results or "")})
+
+
+def check_sender(facts: SenderFacts, directory: PatientDirectory, practice: Practice) -> SenderCheck:
+    """The sender status of one incoming message, with the reasons for a warning. Names and
+    addresses with CR/LF or control characters are cleaned before any comparison."""
+    addr = clean_line(facts.sender.addr).lower()
+    display = clean_line(facts.sender.name)
+    patient = directory.patient_for(addr) if addr else None
+    warnings: list[SenderWarning] = []
+    own = {practice.address.lower(), *(a.lower() for a in practice.personal_addresses)} - {""}
+    from_practice = addr in own
+
+    # Display name naming someone else.
+    if display and not from_practice:
+        named = directory.named_in(display)
+        owner_key = name_key(patient.name) if patient else frozenset()
+        others = [p for p in named if patient is None or (p.id != patient.id and name_key(p.name) != owner_key)]
+        if others and not (patient and owner_key and owner_key <= set(_name_tokens(display))):
+            who = ", ".join(clean_line(p.name, 60) for p in others[:3])
+            warnings.append(
+                SenderWarning(
+                    "display_name_patient",
+                    f"The display name names {who}, but the address "
+                    + ("belongs to another patient." if patient else "is not on file for them."),
+                )
+            )
+        toks = set(_name_tokens(display))
+        raw_toks = set(re.findall(r"\w+", skeleton(display)))
+        doc_key = set(_name_tokens(practice.physician_name))
+        practice_key = set(_name_tokens(practice.practice_name))
+        surname = _name_tokens(practice.physician_name)[-1:] if doc_key else ()
+        titled = bool(raw_toks & {"dr", "doctor", "prof", "professor"})
+        names_doctor = bool(doc_key) and (doc_key <= toks or (bool(surname) and surname[0] in toks and titled))
+        names_practice = len(practice_key) >= 2 and practice_key <= toks
+        if names_doctor or names_practice:
+            warnings.append(
+                SenderWarning(
+                    "display_name_practice",
+                    "The display name names "
+                    + ("the physician" if names_doctor else "the practice")
+                    + ", but the mail does not come from the practice's address.",
+                )
+            )
+        shown = {m.group(0).lower().strip(".") for m in _EMAIL_IN_TEXT.finditer(display)}
+        if any(s != addr for s in shown):
+            warnings.append(
+                SenderWarning(
+                    "display_name_address", "The display name shows an email address other than the real sender."
+                )
+            )
+
+    # Lookalike or internationalised domain, lookalike address.
+    domain = email_domain(addr)
+    if domain and not from_practice and patient is None:
+        known = directory.domains | practice.known_domains()
+        uni, idn = idn_to_unicode(domain)
+        target = domain_lookalike(domain, known)
+        if target is not None:
+            kind = "internationalised domain" if idn else "domain"
+            warnings.append(
+                SenderWarning(
+                    "idn_domain" if idn else "lookalike_domain",
+                    f"The sender's {kind} {clean_line(uni, 80)} looks like {target} but is not the same.",
+                )
+            )
+        elif idn and any(mixed_script(label) for label in uni.split(".")):
+            warnings.append(
+                SenderWarning("mixed_script", f"The sender's domain {clean_line(uni, 80)} mixes alphabets.")
+            )
+        else:
+            sk = skeleton(idn_to_unicode(domain)[0])
+            local = addr.rpartition("@")[0]
+            for known_addr in directory.by_email:
+                k_local, _, k_domain = known_addr.rpartition("@")
+                if skeleton(idn_to_unicode(k_domain)[0]) != sk:
+                    continue
+                if skeleton(k_local) == skeleton(local) or damerau_distance(k_local, local, 1) <= 1 <= len(k_local) - 5:
+                    warnings.append(
+                        SenderWarning(
+                            "lookalike_address",
+                            f"The sender's address looks like {known_addr}, which is on file, but is not the same.",
+                        )
+                    )
+                    break
+
+    # Reply-To pointing elsewhere.
+    for rt in facts.reply_to:
+        r = clean_line(rt.addr).lower()
+        if r and r != addr:
+            same_patient = patient is not None and directory.patient_for(r) is patient
+            if not same_patient:
+                warnings.append(
+                    SenderWarning(
+                        "reply_to",
+                        f"Replies are requested to {clean_line(r, 80)}, which is not the sender's address {addr}.",
+                    )
+                )
+                break
+
+    failed = auth_failures(facts.auth_results)
+    if failed:
+        warnings.append(
+            SenderWarning(
+                "auth_failed",
+                f"The mail server recorded an authentication failure ({', '.join(failed)}): the sender may be forged.",
+            )
+        )
+
+    if warnings:
+        status = SenderStatus.WARNING
+    elif patient is None:
+        status = SenderStatus.UNKNOWN
+    elif not patient.has_consent:
+        status = SenderStatus.NO_CONSENT
+    else:
+        status = SenderStatus.VERIFIED
+    return SenderCheck(status, patient, tuple(warnings))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTarget:
+    """Where a reply goes. ``address`` is the verified address when there is one; replying to any
+    other address needs the confirmation from ``confirmation(chosen)``."""
+
+    address: str  # default recipient: the verified address, else the sender's address
+    verified: bool  # address is on file for a patient
+    requested: str  # where the mail asks replies to go (Reply-To, else From)
+    patient_addresses: tuple[str, ...] = ()  # every address on file for that patient
+
+    @property
+    def needs_confirmation(self) -> bool:
+        """True when the default reply would not go to a verified address, or the sender asks for
+        replies elsewhere."""
+        return not self.verified or self.requested != self.address
+
+    def confirmation(self, chosen: str) -> str | None:
+        """The question to ask before sending to ``chosen``, naming both addresses; None when
+        ``chosen`` is the verified address (or another address on file for the same patient)."""
+        chosen = clean_line(chosen).lower()
+        if self.verified and (chosen == self.address or chosen in self.patient_addresses):
+            return None
+        if self.verified:
+            return (
+                f"Send to {chosen} instead of the verified address {self.address}? {chosen} is not on file "
+                "for this patient."
+            )
+        return f"Send to {chosen}? It is not a verified address: no patient in the directory has it."
+
+
+def reply_target(facts: SenderFacts, directory: PatientDirectory) -> ReplyTarget:
+    addr = clean_line(facts.sender.addr).lower()
+    patient = directory.patient_for(addr) if addr else None
+    requested = next((clean_line(r.addr).lower() for r in facts.reply_to if r.addr), addr)
+    if patient is not None:
+        emails = tuple(e.lower() for e in patient.emails)
+        return ReplyTarget(addr, True, requested, emails)
+    return ReplyTarget(addr, False, requested)
+
+
+# --- scope -----------------------------------------------------------------------------------------
+
+_SCOPE_PATTERNS: tuple[tuple[str, str], ...] = (
+    (
+        "refill",
+        r"refills?|re ?-?fill(?:ed|ing)?|repeat (?:prescription|script|rx)|"
+        r"(?:renew|renewal of|extend|new|another|more) (?:my |the |a )?(?:prescription|script|rx)|"
+        r"prescription (?:renewal|refill|repeat|extension)|"
+        r"run(?:ning)?(?: out)? (?:out )?of (?:my )?(?:medication|medicine|meds|pills|tablets|inhaler|insulin)|"
+        r"ran out of (?:my )?(?:medication|medicine|meds|pills|tablets|inhaler|insulin)|"
+        r"(?:re)?order (?:my |more )?(?:medication|medicine|meds|pills|tablets)",
+    ),
+    (
+        "billing",
+        r"invoices?|billing|billed|(?:the|my|your|a|this|that|our|last) bill|bills|payments?|pay (?:for|my|the|by)|"
+        r"refunds?|receipts?|insurance (?:claim|company|form|reimbursement)|reimburse(?:ment|d)?|"
+        r"(?:over)?charged|charges? (?:for|on)|co ?-?pay|fees?",
+    ),
+    (
+        "appointment",
+        r"(?:book|booking|schedule|scheduling|reschedule|rescheduling|cancel|cancelling|canceling|move|change|make|"
+        r"need|want|like|get|request|arrange)(?: an?| my| the| another| a new| next)? "
+        r"(?:appointment|appt|consultation|check ?-?up|slot)s?|"
+        r"appointments? (?:available|availability|request)|(?:next|earliest) (?:available|free) "
+        r"(?:appointment|slot|date|time)|(?:free|available) (?:slots?|appointments?)",
+    ),
+)
+_SCOPE = [(cat, re.compile(rf"(?<!\w)(?:{_spaced(p)})(?!\w)")) for cat, p in _SCOPE_PATTERNS]
+_RESULTS = re.compile(
+    r"(?<!\w)(?:(?:lab|labs|laboratory|blood|test|tests|scan|x ?-?ray|mri|ct|biopsy|pathology|urine|swab|ecg|ekg)"
+    r"(?: work| test| tests)? (?:results?|report|values)|results? (?:of|from|for) (?:my |the )?"
+    r"(?:blood|lab|test|tests|scan|biopsy|x ?-?ray|mri))(?!\w)"
+)
+_PERSONAL = re.compile(
+    r"(?<!\w)(?:your (?:personal|private|own|home|other) (?:e ?-?mail|address|account|inbox|mailbox|gmail)|"
+    r"your (?:gmail|hotmail|yahoo|icloud|gmx) (?:address|account)?|"
+    r"(?:wrote|writing|write|sent|emailed|e-mailed|mailed) (?:to )?you (?:at|on|via) (?:your )?"
+    r"(?:personal|private|gmail|home|other))(?!\w)"
+)
+
+
+def scope_category(text: str, categories: Iterable[str] | None = None) -> str | None:
+    """An out-of-scope category suggested by keywords (refill, billing, appointment) or None.
+    With ``categories`` only those ids are suggested."""
+    norm = normalize_text(text)
+    allowed = None if categories is None else set(categories)
+    for cat, pattern in _SCOPE:
+        if (allowed is None or cat in allowed) and pattern.search(norm):
+            return cat
+    return None
+
+
+def result_category(text: str) -> str | None:
+    """ "results" when the message asks about test results (a category with its own window)."""
+    return "results" if _RESULTS.search(normalize_text(text)) else None
+
+
+def mentions_personal_account(text: str) -> bool:
+    return bool(_PERSONAL.search(normalize_text(text)))
+
+
+def visit_in_window(patient: DirectoryPatient, now: datetime | date, window_days: int) -> bool:
+    """True when the patient had a visit in the last ``window_days`` days or has one booked in the
+    next ``window_days`` days."""
+    today = now.date() if isinstance(now, datetime) else now
+    span = timedelta(days=window_days)
+    return any(v is not None and today - span <= v <= today + span for v in (patient.last_visit, patient.next_visit))
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    tag: str | None  # the suggested tag: "redirect:phone", an out-of-scope category id, or None
+    template: str | None  # the suggested reply template: phone, consent, professional_address, or None
+    reason: str = ""  # one line for the thread view
+
+
+def suggest_tag(
+    *,
+    urgent: bool,
+    status: SenderStatus | None,
+    text: str,
+    patient: DirectoryPatient | None,
+    now: datetime,
+    window_days: int,
+    personal_route: bool,
+    categories: Mapping[str, str] | Iterable[str] | None = None,
+) -> Suggestion:
+    """What to propose for a thread, first match wins: an urgent thread -> phone redirect; mail that
+    went through the physician's personal account -> "personal_account" with the professional
+    address template; an appointment, billing or refill request -> that category; a known patient
+    with no visit in the window -> "free_advice". No consent on file suggests the consent template."""
+    allowed = None if categories is None else set(categories)
+
+    def ok(cat: str) -> bool:
+        return allowed is None or cat in allowed
+
+    consent = "consent" if status is SenderStatus.NO_CONSENT else None
+    if urgent:
+        return Suggestion("redirect:phone", "phone", "Red flags found: call the patient or redirect to a phone call.")
+    if personal_route and ok("personal_account"):
+        return Suggestion(
+            "personal_account",
+            "professional_address",
+            "The mail went through the physician's personal account: ask the patient to use the practice address.",
+        )
+    cat = scope_category(text, allowed)
+    if cat is not None:
+        return Suggestion(cat, consent, f"Looks like a {cat} request: out of scope for email.")
+    if patient is not None and not visit_in_window(patient, now, window_days) and ok("free_advice"):
+        return Suggestion(
+            "free_advice", consent, f"No visit in the last or next {window_days} days: out of scope for email."
+        )
+    return Suggestion(None, consent, "")
+
+
+def urgent_banner(hits: Sequence[RedFlagHit]) -> str:
+    """The URGENT banner text for a thread with red flags ("" when none)."""
+    if not hits:
+        return ""
+    labels = list(dict.fromkeys(h.label for h in hits))
+    shown = ", ".join(labels[:4]) + (f" (+{len(labels) - 4} more)" if len(labels) > 4 else "")
+    negated = " Some mentions may be negated; check the message." if all(h.negated for h in hits) else ""
+    return (
+        f"URGENT: possible emergency ({shown}). Suggested: phone redirect; its template tells the patient "
+        f"to call emergency services now if symptoms are severe.{negated}"
+    )

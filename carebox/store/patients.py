@@ -1,0 +1,178 @@
+"""The patient directory inside the encrypted store.
+
+Each patient is one sealed JSON value (name, emails, phone, consent date, last and next visit);
+the only clear columns are a random id and, per address, its keyed token (the same token the
+message table keeps for a sender), so "whose address is this?" is answered without decrypting.
+An address belongs to at most one patient.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+
+from carebox.domain.safety import DirectoryPatient
+from carebox.store import tables as T
+from carebox.store.store import Store, StoredMessage, _chunks, new_id
+
+
+class PatientConflict(Exception):
+    """An address is already on file for another patient (one line, no patient data)."""
+
+
+def normalize_email(addr: str) -> str:
+    return addr.strip().lower()
+
+
+def _json(p: DirectoryPatient) -> str:
+    def d(v: date | None) -> str | None:
+        return v.isoformat() if v else None
+
+    return json.dumps(
+        {
+            "name": p.name,
+            "emails": list(p.emails),
+            "phone": p.phone,
+            "consent_date": d(p.consent_date),
+            "last_visit": d(p.last_visit),
+            "next_visit": d(p.next_visit),
+        }
+    )
+
+
+def _patient(pid: str, data: dict[str, Any]) -> DirectoryPatient:
+    def d(v: Any) -> date | None:
+        return date.fromisoformat(v) if v else None
+
+    return DirectoryPatient(
+        id=pid,
+        name=str(data.get("name", "")),
+        emails=tuple(str(e) for e in data.get("emails", ())),
+        phone=str(data.get("phone", "")),
+        consent_date=d(data.get("consent_date")),
+        last_visit=d(data.get("last_visit")),
+        next_visit=d(data.get("next_visit")),
+    )
+
+
+def _addr_token(store: Store, addr: str) -> str:
+    # The same kind of token as message.counterpart_token and thread.counterpart_token.
+    return store.token("addr", normalize_email(addr))
+
+
+def save_patients(store: Store, patients: Sequence[DirectoryPatient]) -> list[DirectoryPatient]:
+    """Insert or replace patients in one transaction (a patient without an id gets one). Each
+    patient's address tokens are replaced by those of its current emails. Raises
+    ``PatientConflict`` (and writes nothing) when an address belongs to another patient."""
+    saved: list[DirectoryPatient] = []
+    with store.engine.begin() as conn:
+        for p in patients:
+            pid = p.id or new_id()
+            emails = tuple(dict.fromkeys(normalize_email(e) for e in p.emails if e.strip()))
+            p = DirectoryPatient(pid, p.name, emails, p.phone, p.consent_date, p.last_visit, p.next_visit)
+            tokens = [_addr_token(store, e) for e in emails]
+            for tok in tokens:
+                owner = conn.execute(select(T.PatientEmail.patient_id).where(T.PatientEmail.token == tok)).first()
+                if owner is not None and owner[0] != pid:
+                    raise PatientConflict("an address is already on file for another patient")
+            blob = store.seal("patient", "data", pid, _json(p))
+            exists = conn.execute(select(T.Patient.id).where(T.Patient.id == pid)).first()
+            if exists:
+                conn.execute(T.Patient.__table__.update().where(T.Patient.id == pid).values(data_enc=blob))  # type: ignore[attr-defined]
+                conn.execute(delete(T.PatientEmail).where(T.PatientEmail.patient_id == pid))  # type: ignore[arg-type]
+            else:
+                conn.execute(insert(T.Patient).values(id=pid, data_enc=blob))
+            if tokens:
+                conn.execute(insert(T.PatientEmail), [{"token": t, "patient_id": pid} for t in tokens])
+            saved.append(p)
+    return saved
+
+
+def save_patient(store: Store, patient: DirectoryPatient) -> DirectoryPatient:
+    return save_patients(store, [patient])[0]
+
+
+def delete_patient(store: Store, patient_id: str) -> bool:
+    with store.engine.begin() as conn:
+        conn.execute(delete(T.PatientEmail).where(T.PatientEmail.patient_id == patient_id))  # type: ignore[arg-type]
+        result = conn.execute(delete(T.Patient).where(T.Patient.id == patient_id))  # type: ignore[arg-type]
+    return bool(result.rowcount)
+
+
+def get_patient(store: Store, patient_id: str) -> DirectoryPatient | None:
+    with store.engine.connect() as conn:
+        row = conn.execute(select(T.Patient.data_enc).where(T.Patient.id == patient_id)).first()
+    if row is None:
+        return None
+    return _patient(patient_id, json.loads(store.open_text("patient", "data", patient_id, row[0])))
+
+
+def all_patients(store: Store) -> list[DirectoryPatient]:
+    """Every patient, decrypted, sorted by name."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(T.Patient.id, T.Patient.data_enc)).all()
+    out = [_patient(pid, json.loads(store.open_text("patient", "data", pid, blob))) for pid, blob in rows]
+    return sorted(out, key=lambda p: (p.name.casefold(), p.id))
+
+
+def patient_count(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(T.Patient)).scalar_one())
+
+
+def patient_ids_for_tokens(store: Store, tokens: Iterable[str]) -> dict[str, str]:
+    """Address token -> patient id, for the tokens on file."""
+    out: dict[str, str] = {}
+    toks = [t for t in set(tokens) if t]
+    with store.engine.connect() as conn:
+        for chunk in _chunks(toks, 900):
+            out.update(
+                (tok, pid)
+                for tok, pid in conn.execute(
+                    select(T.PatientEmail.token, T.PatientEmail.patient_id).where(T.PatientEmail.token.in_(chunk))  # type: ignore[attr-defined]
+                )
+            )
+    return out
+
+
+def patient_for_address(store: Store, addr: str) -> DirectoryPatient | None:
+    pid = patient_ids_for_tokens(store, [_addr_token(store, addr)]).get(_addr_token(store, addr))
+    return get_patient(store, pid) if pid else None
+
+
+def thread_ids_for_addresses(store: Store, addrs: Iterable[str]) -> list[str]:
+    """Threads whose patient side is one of these addresses (by token, nothing decrypted)."""
+    toks = [_addr_token(store, a) for a in addrs if a.strip()]
+    found: set[str] = set()
+    with store.engine.connect() as conn:
+        for chunk in _chunks(toks, 900):
+            found.update(
+                r[0]
+                for r in conn.execute(
+                    select(T.Message.thread_id).where(
+                        T.Message.counterpart_token.in_(chunk),  # type: ignore[attr-defined]
+                        T.Message.thread_id.is_not(None),  # type: ignore[union-attr]
+                    )
+                )
+            )
+    return sorted(found)
+
+
+def load_messages(store: Store, message_ids: Sequence[str]) -> dict[str, StoredMessage]:
+    """Messages decrypted in batches (no attachment list), for the sender and red-flag checks.
+    (A batched ``Store.message``; it may move into Store.)"""
+    out: dict[str, StoredMessage] = {}
+    with store.engine.connect() as conn:
+        for chunk in _chunks(list(message_ids), 900):
+            for row in conn.execute(
+                select(T.Message, T.Folder.name)
+                .join(T.Folder, T.Folder.id == T.Message.folder_id)
+                .where(T.Message.id.in_(chunk))  # type: ignore[attr-defined]
+            ):
+                msg = store._stored(row, [])
+                out[msg.id] = msg
+    return out
