@@ -66,7 +66,8 @@ __all__ = [
 # --- text normalisation ---------------------------------------------------------------------------
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'", "\u2032": "'"})
-_INVISIBLE = dict.fromkeys([0x00AD, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF])
+_INVISIBLE: dict[int, str | None] = {c: None for c in (0x00AD, 0x200C, 0x200D, 0x2060, 0xFEFF)}
+_INVISIBLE[0x200B] = " "  # a zero-width space still separates words
 _DASHES = str.maketrans({c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"})
 _SPACES = re.compile(r"\s+")
 
@@ -375,7 +376,7 @@ _NEGATION = re.compile(
 def compile_phrase(phrase: str) -> re.Pattern[str]:
     """A configured red flag as a pattern. ``re:`` starts a regular expression (matched against the
     normalised text); anything else is a phrase: words in order, case-insensitive, spaces or
-    hyphens between them, each word also matching its plural. Raises ``ValueError`` (one line)
+    hyphens between them, each word also matching its plural (-s, -es, -e, -n, -en). Raises ``ValueError`` (one line)
     for an empty phrase or a bad expression."""
     if phrase.startswith("re:"):
         expr = phrase[3:]
@@ -388,7 +389,7 @@ def compile_phrase(phrase: str) -> re.Pattern[str]:
     words = normalize_text(phrase).replace("-", " ").split()
     if not words:
         raise ValueError("a red flag phrase cannot be empty")
-    body = _W.join(re.escape(w) + "(?:s|es)?" for w in words)
+    body = _W.join(re.escape(w) + "(?:s|es|e|n|en)?" for w in words)
     return re.compile(rf"(?<!\w){body}(?!\w)")
 
 
@@ -443,10 +444,21 @@ _HOMOGLYPHS = str.maketrans(
 _MULTI = (("rn", "m"), ("vv", "w"), ("ii", "u"))
 
 
+# Capitals that look like Latin capitals but fold to letters that do not (Greek Ν -> ν).
+_UPPER_HOMOGLYPHS = str.maketrans(
+    {
+        "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+        "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H",
+        "О": "O", "Р": "P", "С": "C", "Т": "T", "Х": "X", "Ѕ": "S", "І": "I", "Ј": "J",
+    }
+)  # fmt: skip
+
+
 def skeleton(text: str) -> str:
     """A confusables skeleton (after UTS #39, with a small map): NFKC, case-folded, accents
     removed, common Cyrillic/Greek/digit lookalikes mapped to Latin, "rn" read as "m"."""
-    s = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    text = unicodedata.normalize("NFKC", text).translate(_UPPER_HOMOGLYPHS)
+    s = unicodedata.normalize("NFKD", text.casefold())
     s = "".join(c for c in s if not unicodedata.combining(c)).translate(_INVISIBLE).translate(_HOMOGLYPHS)
     for a, b in _MULTI:
         s = s.replace(a, b)
@@ -902,7 +914,8 @@ _RESULTS = re.compile(
 _PERSONAL = re.compile(
     r"(?<!\w)(?:your (?:personal|private|own|home|other) (?:e ?-?mail|address|account|inbox|mailbox|gmail)|"
     r"your (?:gmail|hotmail|yahoo|icloud|gmx) (?:address|account)?|"
-    r"(?:wrote|writing|write|sent|emailed|e-mailed|mailed) (?:to )?you (?:at|on|via) (?:your )?"
+    r"(?:wrote|writing|write|sent|emailed|e-mailed|mailed) (?:it |this |that |them |the \w+ )?(?:to )?you "
+    r"(?:at|on|via|through) (?:your )?"
     r"(?:personal|private|gmail|home|other))(?!\w)"
 )
 

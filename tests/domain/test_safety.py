@@ -1,0 +1,372 @@
+"""Clinical safety checks (pure): red flags, sender status, lookalikes, scope."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from carebox.domain.models import Address
+from carebox.domain.safety import (
+    LISTED_PHRASES,
+    DirectoryPatient,
+    PatientDirectory,
+    Practice,
+    RedFlagMatcher,
+    SenderFacts,
+    SenderStatus,
+    check_sender,
+    compile_phrase,
+    damerau_distance,
+    domain_lookalike,
+    idn_to_unicode,
+    mentions_personal_account,
+    merge_status,
+    normalize_text,
+    red_flags,
+    reply_target,
+    result_category,
+    scope_category,
+    skeleton,
+    strip_quoted,
+    suggest_tag,
+    urgent_banner,
+    visit_in_window,
+)
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "redflags_corpus.json"
+NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+ANNA = DirectoryPatient("p1", "Anna Berg", ("anna.berg@mail.example", "anna@work.example"), "", date(2025, 1, 5))
+OLAF = DirectoryPatient("p2", "Olaf Svensson", ("olaf@mail.example",), "", None)
+LENA = DirectoryPatient("p3", "Lena Kowalski", ("lena.kowalski@gmail.com",), "", date(2024, 3, 1))
+DIRECTORY = PatientDirectory([ANNA, OLAF, LENA])
+PRACTICE = Practice(
+    address="dr.lindqvist@riverside-practice.example",
+    physician_name="Dr. Maya Lindqvist",
+    practice_name="Riverside Family Practice",
+    personal_addresses=("maya.lindqvist@home.example",),
+)
+
+
+def check(name: str, addr: str, **kw: object) -> tuple[SenderStatus, list[str]]:
+    result = check_sender(SenderFacts(Address(name, addr), **kw), DIRECTORY, PRACTICE)  # type: ignore[arg-type]
+    return result.status, [w.code for w in result.warnings]
+
+
+# --- red flags --------------------------------------------------------------------------------------
+
+
+def _variants(phrase: str) -> list[str]:
+    return [
+        phrase,
+        phrase.upper(),
+        phrase.title(),
+        f"Dear doctor, since last night: {phrase}. What should I do?",
+        f"Subject line\n\n{phrase}!!",
+        phrase.replace(" ", "\n", 1),
+        phrase.replace(" ", "  \t"),
+        phrase.replace("'", "\u2019"),
+    ]
+
+
+@pytest.mark.parametrize("phrase", LISTED_PHRASES)
+def test_every_listed_phrase_is_caught_in_every_variant(phrase: str) -> None:
+    matcher = RedFlagMatcher()
+    for text in _variants(phrase):
+        assert matcher.find(text), f"missed {text!r}"
+
+
+@pytest.mark.parametrize("phrase", LISTED_PHRASES)
+def test_listed_phrases_are_caught_even_when_negated(phrase: str) -> None:
+    """Never miss a listed phrase: a negated mention still flags (marked negated for display)."""
+    hits = RedFlagMatcher().find(f"I have no {phrase}")
+    assert hits
+
+
+def test_negation_is_marked_but_still_urgent() -> None:
+    (hit,) = red_flags("I have no chest pain at all")
+    assert hit.rule == "chest_pain" and hit.negated
+    (hit,) = red_flags("Since noon I have chest pain")
+    assert not hit.negated
+    assert "may be negated" in urgent_banner([red_flags("no chest pain")[0]])
+
+
+def test_variations_plurals_and_phrasing() -> None:
+    for text, rule in [
+        ("my chest hurts when I walk", "chest_pain"),
+        ("chest pains at night", "chest_pain"),
+        ("a crushing pain in my chest", "chest_pain"),
+        ("I cant breathe", "breathing"),
+        ("she's having difficulties breathing", "breathing"),
+        ("he had seizures", "seizure"),
+        ("selfharm", "self_harm"),
+        ("thoughts of killing myself", "suicidal"),
+        ("slurring his words", "stroke"),
+        ("baby is 3 months old with a temperature of 38.9 °C", "infant_fever"),
+        ("temp 104 F this morning", "very_high_fever"),
+        ("thunderclap headache", "headache"),
+        ("threw up blood", "blood_cough_vomit"),
+        ("she collapsed in the kitchen", "fainting"),
+        ("epi-pen used, lips swollen", "anaphylaxis"),
+        ("over\u00addose", "overdose"),  # soft hyphen inside the word
+        ("chest\u200bpain", "chest_pain"),  # zero-width space
+    ]:
+        rules = {h.rule for h in red_flags(text)}
+        assert rule in rules, (text, rules)
+
+
+def test_word_boundaries_avoid_obvious_false_hits() -> None:
+    assert red_flags("the pharmacy is on Chestnut Street, thanks") == []
+    assert red_flags("restroke") == []
+    assert red_flags("I have a sore knee") == []
+
+
+def test_config_extras_phrase_and_pattern() -> None:
+    m = RedFlagMatcher(["Brustschmerz", "re:\\bcode (red|blue)\\b"])
+    assert [h.label for h in m.find("starke Brustschmerzen seit heute")] == ["Brustschmerz"]
+    assert [h.rule for h in m.find("this is a CODE BLUE")] == ["config"]
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        compile_phrase("re:(unclosed")
+    with pytest.raises(ValueError, match="cannot be empty"):
+        compile_phrase("   ")
+
+
+def test_quoted_lines_do_not_flag() -> None:
+    body = "Thanks, all better now.\n> I have chest pain\n  > since this morning"
+    assert red_flags(strip_quoted(body)) == []
+    assert red_flags(body)
+
+
+def test_corpus_precision_recall() -> None:
+    data = json.loads(CORPUS.read_text(encoding="utf-8"))["messages"]
+    assert len(data) >= 40
+    assert sum(1 for x in data if x["urgent"]) >= 15 and sum(1 for x in data if not x["urgent"]) >= 15
+    matcher = RedFlagMatcher()
+    tp = fp = fn = tn = 0
+    for x in data:
+        hits = matcher.find(x["subject"] + "\n" + strip_quoted(x["body"]))
+        rules = {h.rule for h in hits}
+        if x["urgent"]:
+            assert set(x["rules"]) <= rules, (x["body"], rules)
+        got = bool(hits)
+        tp += got and x["urgent"]
+        fp += got and not x["urgent"]
+        fn += (not got) and x["urgent"]
+        tn += (not got) and not x["urgent"]
+        assert scope_category(x["subject"] + "\n" + x["body"]) == x["scope"], x["body"]
+    precision = tp / (tp + fp)
+    recall = tp / (tp + fn)
+    print(
+        f"\nred flags on {len(data)} messages: precision {precision:.3f} recall {recall:.3f} (tp={tp} fp={fp} fn={fn})"
+    )
+    assert recall == 1.0
+    assert precision >= 0.85
+
+
+# --- normalisation and confusables ------------------------------------------------------------------
+
+
+def test_normalize_text() -> None:
+    assert normalize_text("Can\u2019t\nBREATHE\u200b ") == "can't breathe"
+
+
+def test_skeleton_maps_homoglyphs() -> None:
+    assert skeleton("gmаil.com") == skeleton("gmail.com")  # Cyrillic а
+    assert skeleton("rnicrosoft") == skeleton("microsoft")
+    assert skeleton("paypa1") == skeleton("paypal")
+    assert skeleton("Bérg") == "berg"
+    assert skeleton("ΑΝΝΑ") == skeleton("anna")  # Greek capitals
+
+
+def test_idn_decoding() -> None:
+    assert idn_to_unicode("xn--gmil-63d.com") == ("gmаil.com", True)
+    assert idn_to_unicode("MAIL.Example.") == ("mail.example", False)
+    assert idn_to_unicode("xn--zz-broken.com")[1] is True  # undecodable stays IDN
+
+
+def test_damerau_distance() -> None:
+    assert damerau_distance("gmail", "gmial") == 1  # swap
+    assert damerau_distance("kitten", "sitting") == 3
+    assert damerau_distance("abc", "abcdefgh", limit=2) == 3
+
+
+def test_domain_lookalike() -> None:
+    known = {"riverside-practice.example", "mail.example"}
+    assert domain_lookalike("riverside-practlce.example", known) == "riverside-practice.example"
+    assert domain_lookalike("riverside-practice.example", known) is None
+    assert domain_lookalike("gmai1.com", known) == "gmail.com"
+    assert domain_lookalike("xn--gmil-63d.com", known) == "gmail.com"
+    assert domain_lookalike("outlook.com", known) is None  # a real provider imitates nothing
+    assert domain_lookalike("university.example", known) is None
+    assert domain_lookalike("gmx.at", {"gmx.de"}) is None
+
+
+# --- sender checks ----------------------------------------------------------------------------------
+
+
+def test_verified_no_consent_unknown() -> None:
+    assert check("Anna Berg", "Anna.Berg@mail.example") == (SenderStatus.VERIFIED, [])
+    assert check("", "anna@work.example") == (SenderStatus.VERIFIED, [])
+    assert check("Olaf Svensson", "olaf@mail.example") == (SenderStatus.NO_CONSENT, [])
+    assert check("Somebody", "somebody@else.example") == (SenderStatus.UNKNOWN, [])
+
+
+def test_display_name_naming_another_patient() -> None:
+    # Olaf's address, Anna's name
+    assert check("Anna Berg", "olaf@mail.example") == (SenderStatus.WARNING, ["display_name_patient"])
+    # unknown address with a patient's name, order and case swapped
+    assert check("BERG, anna", "anna.b@elsewhere.example") == (SenderStatus.WARNING, ["display_name_patient"])
+    # the owner's own name is fine, even with extra words
+    assert check("Anna Berg (mobile)", "anna@work.example") == (SenderStatus.VERIFIED, [])
+
+
+def test_display_name_naming_the_practice_or_physician() -> None:
+    assert check("Dr. Maya Lindqvist", "maya@freemail.example")[1] == ["display_name_practice"]
+    assert check("Dr Lindqvist", "x@freemail.example")[1] == ["display_name_practice"]
+    assert check("Riverside Family Practice", "billing@freemail.example")[1] == ["display_name_practice"]
+    assert check("Maya Lindqvist", PRACTICE.address) == (SenderStatus.UNKNOWN, [])  # the practice itself
+
+
+def test_display_name_showing_another_address() -> None:
+    assert check("anna.berg@mail.example", "evil@bad.example")[1] == ["display_name_address"]
+    assert check("anna.berg@mail.example", "anna.berg@mail.example") == (SenderStatus.VERIFIED, [])
+
+
+def test_cr_lf_and_controls_in_names_break_nothing() -> None:
+    status, codes = check("Anna\r\nBerg", "olaf@mail.example")
+    assert (status, codes) == (SenderStatus.WARNING, ["display_name_patient"])
+    status, codes = check("Anna Berg\r\nBcc: x@y.example", "anna.berg@mail.example")
+    assert status is SenderStatus.WARNING and codes == ["display_name_address"]
+    result = check_sender(SenderFacts(Address("A\x1b]0;title\x07\r\nB", "olaf@mail.example\r\n")), DIRECTORY, PRACTICE)
+    assert result.status is SenderStatus.NO_CONSENT
+    assert all("\r" not in line and "\n" not in line and "\x1b" not in line for line in result.lines())
+
+
+def test_lookalike_and_idn_domains() -> None:
+    assert check("Anna", "anna.berg@rnail.example") == (SenderStatus.WARNING, ["lookalike_domain"])
+    assert check("", "office@riverside-practise.example") == (SenderStatus.WARNING, ["lookalike_domain"])
+    assert check("", "lena.kowalski@xn--gmil-63d.com") == (SenderStatus.WARNING, ["idn_domain"])
+    assert check("", "lena.kowalski@gmаil.com") == (SenderStatus.WARNING, ["idn_domain"])  # raw Unicode
+    # an IDN that resembles nothing known but mixes alphabets
+    assert check("", "x@xn--pple-43d.example") == (SenderStatus.WARNING, ["mixed_script"])  # аpple
+    # a genuine IDN that resembles nothing: just unknown
+    assert check("", "info@xn--mller-kva.example") == (SenderStatus.UNKNOWN, [])  # müller
+
+
+def test_lookalike_address_on_a_known_domain() -> None:
+    assert check("", "lena.kovvalski@gmail.com") == (SenderStatus.WARNING, ["lookalike_address"])
+    assert check("", "lena.kowalsky@gmail.com") == (SenderStatus.WARNING, ["lookalike_address"])
+    assert check("", "peter.meier@gmail.com") == (SenderStatus.UNKNOWN, [])
+
+
+def test_reply_to_and_authentication() -> None:
+    reply_to = (Address("", "collect@other.example"),)
+    assert check("Anna Berg", "anna.berg@mail.example", reply_to=reply_to)[1] == ["reply_to"]
+    same = (Address("", "ANNA.BERG@mail.example"),)
+    assert check("Anna Berg", "anna.berg@mail.example", reply_to=same)[0] is SenderStatus.VERIFIED
+    other_own = (Address("", "anna@work.example"),)  # another address on file for Anna
+    assert check("Anna Berg", "anna.berg@mail.example", reply_to=other_own)[0] is SenderStatus.VERIFIED
+    fail = "mx.example; spf=pass smtp.mailfrom=mail.example; dkim=fail header.d=mail.example; dmarc=fail"
+    assert check("Anna Berg", "anna.berg@mail.example", auth_results=fail)[1] == ["auth_failed"]
+    ok = "mx.example; spf=pass; dkim=pass header.d=fail.example; dmarc=pass"
+    assert check("Anna Berg", "anna.berg@mail.example", auth_results=ok)[0] is SenderStatus.VERIFIED
+
+
+def test_merge_status() -> None:
+    assert merge_status([SenderStatus.VERIFIED, SenderStatus.WARNING]) is SenderStatus.WARNING
+    assert merge_status([SenderStatus.NO_CONSENT, SenderStatus.UNKNOWN]) is SenderStatus.UNKNOWN
+    assert merge_status([]) is None
+
+
+def test_reply_target_rule() -> None:
+    facts = SenderFacts(Address("Anna Berg", "anna.berg@mail.example"), reply_to=(Address("", "x@other.example"),))
+    t = reply_target(facts, DIRECTORY)
+    assert (t.address, t.verified, t.requested, t.needs_confirmation) == (
+        "anna.berg@mail.example",
+        True,
+        "x@other.example",
+        True,
+    )
+    assert t.confirmation("anna.berg@mail.example") is None
+    assert t.confirmation("anna@work.example") is None  # also on file for her
+    question = t.confirmation("x@other.example")
+    assert question and "x@other.example" in question and "anna.berg@mail.example" in question
+    plain = reply_target(SenderFacts(Address("", "anna.berg@mail.example")), DIRECTORY)
+    assert not plain.needs_confirmation
+    unknown = reply_target(SenderFacts(Address("", "who@else.example")), DIRECTORY)
+    assert unknown.needs_confirmation and "not a verified address" in (unknown.confirmation(unknown.address) or "")
+
+
+# --- scope -----------------------------------------------------------------------------------------
+
+
+def test_scope_keywords() -> None:
+    assert scope_category("Could you renew my prescription?") == "refill"
+    assert scope_category("I ran out of my inhaler") == "refill"
+    assert scope_category("Question about the invoice") == "billing"
+    assert scope_category("I'd like to book an appointment") == "appointment"
+    assert scope_category("My husband Bill says hello") is None
+    assert scope_category("At my last appointment you said the mole is fine") is None
+    assert scope_category("Please renew my prescription", categories=["billing"]) is None
+
+
+def test_results_and_personal_account() -> None:
+    assert result_category("Are my blood test results back?") == "results"
+    assert result_category("Any news on the lab results?") == "results"
+    assert result_category("Thanks for the visit") is None
+    assert mentions_personal_account("Sorry, I first wrote to your personal email")
+    assert mentions_personal_account("I sent it to you on your gmail")
+    assert not mentions_personal_account("my personal opinion")
+
+
+def test_visit_window() -> None:
+    p = DirectoryPatient("x", "A B", ("a@b.example",), last_visit=date(2026, 1, 10))
+    assert visit_in_window(p, NOW, 365)
+    assert not visit_in_window(p, NOW, 200)
+    q = DirectoryPatient("y", "C D", ("c@d.example",), next_visit=date(2026, 12, 1))
+    assert visit_in_window(q, NOW, 60)
+    assert not visit_in_window(DirectoryPatient("z", "E F", ("e@f.example",)), NOW, 365)
+
+
+def test_suggestions_in_order() -> None:
+    anna = DirectoryPatient("p1", "Anna Berg", ("a@b.example",), consent_date=date(2025, 1, 1), last_visit=NOW.date())
+    stale = DirectoryPatient("p9", "Old Patient", ("o@p.example",), consent_date=date(2020, 1, 1))
+    kw = {"now": NOW, "window_days": 365, "categories": None}
+    s = suggest_tag(urgent=True, status=None, text="refill", patient=anna, personal_route=True, **kw)  # type: ignore[arg-type]
+    assert (s.tag, s.template) == ("redirect:phone", "phone")
+    s = suggest_tag(urgent=False, status=None, text="refill", patient=anna, personal_route=True, **kw)  # type: ignore[arg-type]
+    assert (s.tag, s.template) == ("personal_account", "professional_address")
+    s = suggest_tag(urgent=False, status=None, text="refill please", patient=anna, personal_route=False, **kw)  # type: ignore[arg-type]
+    assert s.tag == "refill"
+    s = suggest_tag(urgent=False, status=None, text="a question", patient=stale, personal_route=False, **kw)  # type: ignore[arg-type]
+    assert s.tag == "free_advice"
+    s = suggest_tag(
+        urgent=False,
+        status=SenderStatus.NO_CONSENT,
+        text="a question",
+        patient=anna,
+        personal_route=False,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert (s.tag, s.template) == (None, "consent")
+    s = suggest_tag(
+        urgent=False,
+        status=None,
+        text="a question",
+        patient=stale,
+        personal_route=False,
+        now=NOW,
+        window_days=365,
+        categories={"billing": "Billing"},
+    )
+    assert s.tag is None  # free_advice is not a configured category
+
+
+def test_urgent_banner_names_labels_not_patient_text() -> None:
+    banner = urgent_banner(red_flags("Anna here: chest pain and I passed out"))
+    assert banner.startswith("URGENT") and "chest pain" in banner and "Anna" not in banner
+    assert "emergency services" in banner
+    assert urgent_banner([]) == ""
