@@ -135,6 +135,10 @@ def refresh_threads(
             row.update({"tag": None, "category": None, "tagged_at": None, "urgent": False, "sender_status": ""})
         for inspect in inspectors:
             row.update(inspect(store, tid, refs, row))
+        if row.get("category", f.category) != f.category:
+            # An inspector chose the category (e.g. "results"): its response window applies now.
+            summary = summarize(refs, policy, f.tag, row["category"], tagged_at=f.tagged_at)
+            row.update(state=summary.state.value, waiting_since=summary.waiting_since, due_at=summary.due_at)
         rows.append(row)
     store.write_threads(rows, remove=remove)
 
