@@ -1,0 +1,569 @@
+"""Clinical safety use cases: the thread inspector (urgency, sender status, scope suggestion and
+response-window category for every thread row), the explanation shown in the thread view, the
+patient directory (CSV import, edits) and the audit trail.
+
+Wiring: every path that threads new mail passes ``safety_inspector(store, config, now)`` to
+``rethread`` / ``import_items`` / ``refresh_threads``. Build a new inspector after the
+directory changes (it reads the directory once).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from carebox.config import Config
+from carebox.domain.deadlines import Policy
+from carebox.domain.models import MessageRef
+from carebox.domain.safety import (
+    DirectoryPatient,
+    PatientDirectory,
+    Practice,
+    RedFlagHit,
+    RedFlagMatcher,
+    ReplyTarget,
+    SenderCheck,
+    SenderFacts,
+    SenderStatus,
+    check_sender,
+    mentions_personal_account,
+    merge_status,
+    reply_target,
+    result_category,
+    strip_quoted,
+    suggest_tag,
+    urgent_banner,
+)
+from carebox.domain.sanitize import clean_line
+from carebox.services.threads import recompute_all, refresh_threads
+from carebox.store import audit as audit_store
+from carebox.store import patients as patient_store
+from carebox.store.store import Store, StoredMessage
+
+VISIT_WINDOW_DAYS = 365  # default until the config has policy.visit_window_days
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SafetySettings:
+    practice: Practice = field(default_factory=Practice)
+    red_flags: tuple[str, ...] = ()  # extra phrases / "re:" patterns on top of the built-in list
+    categories: tuple[str, ...] | None = None  # out-of-scope category ids allowed (None: all)
+    visit_window_days: int = VISIT_WINDOW_DAYS
+
+    @classmethod
+    def from_config(cls, config: Config | None, professional: str = "") -> SafetySettings:
+        if config is None:
+            return cls(practice=Practice(address=professional.lower()))
+        ident = config.identity
+        return cls(
+            practice=Practice(
+                address=(config.professional_address or professional).lower(),
+                physician_name=ident.physician_name,
+                practice_name=ident.practice_name,
+                personal_addresses=tuple(a.lower() for a in getattr(ident, "personal_addresses", ())),
+                domains=tuple(getattr(ident, "practice_domains", ())),
+            ),
+            red_flags=tuple(config.triage.red_flags),
+            categories=tuple(config.triage.categories),
+            visit_window_days=int(getattr(config.policy, "visit_window_days", VISIT_WINDOW_DAYS)),
+        )
+
+
+# --- what the UI shows ---------------------------------------------------------------------------
+
+# sender_status column value -> (badge text, style name). The UI picks colours per style.
+BADGES: dict[str, tuple[str, str]] = {
+    SenderStatus.VERIFIED.value: ("verified", "ok"),
+    SenderStatus.NO_CONSENT.value: ("no consent", "caution"),
+    SenderStatus.UNKNOWN.value: ("unknown", "caution"),
+    SenderStatus.WARNING.value: ("check sender", "danger"),
+    "": ("", ""),
+}
+
+
+def badge(sender_status: str) -> tuple[str, str]:
+    """(text, style) of the sender badge for a thread row's ``sender_status``."""
+    return BADGES.get(sender_status, ("", ""))
+
+
+@dataclass(frozen=True)
+class ThreadSafety:
+    """Everything the thread view shows about safety. Holds patient data: display, never store."""
+
+    thread_id: str
+    status: SenderStatus | None  # None: no incoming message
+    badge: tuple[str, str]
+    sender_lines: tuple[str, ...]  # the explanation of the badge, one line each
+    urgent: bool
+    banner: str  # the URGENT banner text ("" when not urgent)
+    red_flags: tuple[RedFlagHit, ...]
+    suggested_tag: str | None  # "redirect:phone", an out-of-scope category id, or None
+    suggested_template: str | None  # phone, consent, professional_address, or None
+    suggestion: str  # one line explaining the suggestion ("" when none)
+    category: str | None  # response-window category ("results") when detected
+    reply: ReplyTarget | None  # where a reply goes, and the confirmation rule
+    patient: DirectoryPatient | None = None
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    status: SenderStatus | None
+    checks: tuple[SenderCheck, ...]
+    hits: tuple[RedFlagHit, ...]
+    suggested_tag: str | None
+    template: str | None
+    reason: str
+    category: str | None
+    reply: ReplyTarget | None
+    patient: DirectoryPatient | None
+
+
+def _facts(m: StoredMessage) -> SenderFacts:
+    return SenderFacts(sender=m.sender, reply_to=m.reply_to, auth_results=m.auth_results, recipients=m.to + m.cc)
+
+
+def _pending(refs: Sequence[MessageRef]) -> tuple[list[MessageRef], list[MessageRef]]:
+    """(patient messages after the practice's last message, all patient messages), oldest first."""
+    ordered = sorted(refs, key=lambda r: (r.date, r.outgoing, r.key))
+    last_out = max((i for i, r in enumerate(ordered) if r.outgoing), default=-1)
+    incoming = [r for r in ordered if not r.outgoing]
+    return [r for r in ordered[last_out + 1 :] if not r.outgoing], incoming
+
+
+class SafetyInspector:
+    """A ``ThreadInspector`` for services.threads: returns ``urgent``, ``sender_status``,
+    ``suggested_tag`` and, when a lab-result question is detected, ``category`` (so the
+    per-category response window applies)."""
+
+    def __init__(
+        self,
+        directory: PatientDirectory,
+        settings: SafetySettings,
+        now: datetime | None = None,
+    ) -> None:
+        self.directory = directory
+        self.settings = settings
+        self.now = now or datetime.now(UTC)
+        self.matcher = RedFlagMatcher(settings.red_flags)
+
+    @classmethod
+    def load(cls, store: Store, settings: SafetySettings, now: datetime | None = None) -> SafetyInspector:
+        return cls(PatientDirectory(patient_store.all_patients(store)), settings, now)
+
+    # ThreadInspector
+    def __call__(self, store: Store, thread_id: str, refs: Sequence[MessageRef], row: dict[str, Any]) -> dict[str, Any]:
+        pending, incoming = _pending(refs)
+        if not incoming:
+            return {"urgent": False, "sender_status": "", "suggested_tag": None}
+        look = pending or incoming[-1:]
+        loaded = patient_store.load_messages(store, [r.key for r in look])
+        msgs = [loaded[r.key] for r in look if r.key in loaded]
+        ev = self.evaluate(msgs, pending=bool(pending))
+        out: dict[str, Any] = {
+            "urgent": bool(ev.hits),
+            "sender_status": ev.status.value if ev.status else "",
+            "suggested_tag": ev.suggested_tag,
+        }
+        if ev.category:
+            out["category"] = ev.category
+        return out
+
+    def evaluate(self, msgs: Sequence[StoredMessage], *, pending: bool) -> _Evaluation:
+        """Checks over the messages still waiting for an answer (``pending``), or over the latest
+        patient message of an answered thread (sender status only)."""
+        if not msgs:
+            return _Evaluation(None, (), (), None, None, "", None, None, None)
+        practice = self.settings.practice
+        checks = tuple(check_sender(_facts(m), self.directory, practice) for m in msgs)
+        status = merge_status(c.status for c in checks)
+        latest = msgs[-1]
+        reply = reply_target(_facts(latest), self.directory)
+        patient = checks[-1].patient
+        if not pending:
+            return _Evaluation(status, checks, (), None, None, "", None, reply, patient)
+        text = "\n".join(f"{m.subject}\n{strip_quoted(m.body)}" for m in msgs)
+        hits = tuple(self.matcher.find(text))
+        own = {a.lower() for a in practice.personal_addresses}
+        personal = mentions_personal_account(text) or any(
+            m.sender.addr.lower() in own or any(a.addr.lower() in own for a in (*m.to, *m.cc)) for m in msgs
+        )
+        sug = suggest_tag(
+            urgent=bool(hits),
+            status=status,
+            text=text,
+            patient=patient,
+            now=self.now,
+            window_days=self.settings.visit_window_days,
+            personal_route=personal,
+            categories=self.settings.categories,
+        )
+        return _Evaluation(
+            status, checks, hits, sug.tag, sug.template, sug.reason, result_category(text), reply, patient
+        )
+
+    def assess(self, store: Store, thread_id: str) -> ThreadSafety:
+        """The full explanation for the thread view."""
+        refs = store.refs_of_threads([thread_id])
+        pending, incoming = _pending(refs)
+        look = pending or incoming[-1:]
+        loaded = patient_store.load_messages(store, [r.key for r in look])
+        ev = self.evaluate([loaded[r.key] for r in look if r.key in loaded], pending=bool(pending))
+        lines: list[str] = []
+        if ev.checks:
+            lines = ev.checks[-1].lines()
+            for c in ev.checks[:-1]:  # warnings from earlier unanswered messages too
+                lines += [w.text for w in c.warnings if w.text not in lines]
+        if ev.reply is not None and ev.reply.needs_confirmation:
+            if ev.reply.verified:
+                lines.append(
+                    f"Replies go to the verified address {ev.reply.address}; sending to {ev.reply.requested} "
+                    "needs a confirmation."
+                )
+            elif ev.reply.address:
+                lines.append(f"{ev.reply.address} is not a verified address: sending a reply needs a confirmation.")
+        status = ev.status
+        return ThreadSafety(
+            thread_id=thread_id,
+            status=status,
+            badge=badge(status.value if status else ""),
+            sender_lines=tuple(clean_line(x) for x in lines),
+            urgent=bool(ev.hits),
+            banner=urgent_banner(ev.hits),
+            red_flags=ev.hits,
+            suggested_tag=ev.suggested_tag,
+            suggested_template=ev.template,
+            suggestion=ev.reason,
+            category=ev.category,
+            reply=ev.reply,
+            patient=ev.patient,
+        )
+
+
+def safety_inspector(store: Store, config: Config | None = None, now: datetime | None = None) -> SafetyInspector:
+    """The inspector to pass to rethread / import_items / refresh_threads."""
+    return SafetyInspector.load(store, SafetySettings.from_config(config, store.professional), now)
+
+
+def thread_safety(
+    store: Store, thread_id: str, config: Config | None = None, now: datetime | None = None
+) -> ThreadSafety:
+    """Badge, explanation, URGENT banner, suggestion and reply rule for one thread (thread view)."""
+    return safety_inspector(store, config, now).assess(store, thread_id)
+
+
+def refresh_safety(
+    store: Store,
+    policy: Policy,
+    config: Config | None = None,
+    now: datetime | None = None,
+    thread_ids: Iterable[str] | None = None,
+) -> int:
+    """Recompute the safety columns (and deadlines) of the given threads, or of all threads.
+    Needed after the directory changed. Returns the number of threads refreshed."""
+    inspector = safety_inspector(store, config, now)
+    if thread_ids is None:
+        return recompute_all(store, policy, [inspector])
+    ids = list(thread_ids)
+    for i in range(0, len(ids), 2000):
+        refresh_threads(store, policy, thread_ids=ids[i : i + 2000], inspectors=[inspector])
+    return len(ids)
+
+
+# --- patient directory ----------------------------------------------------------------------------
+
+CSV_COLUMNS = ("name", "emails", "phone", "consent_date", "last_visit", "next_visit")
+_ALIASES = {"email": "emails", "e-mail": "emails", "consent": "consent_date", "email_consent": "consent_date"}
+_EMAIL = re.compile(r"[^@\s<>,;\"()\[\]\\]+@[^@\s<>,;\"()\[\]\\]+\.[^@\s<>,;\"()\[\]\\.]+")
+_PHONE = re.compile(r"[0-9+()\-./ x]{3,40}", re.IGNORECASE)
+_DMY = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
+
+
+class PatientsCsvError(Exception):
+    """The whole file cannot be used (missing, not UTF-8, no usable header): one line."""
+
+
+class PatientError(ValueError):
+    """An invalid patient record (one line, naming the field, never its value)."""
+
+
+@dataclass
+class PatientImportReport:
+    added: int = 0
+    updated: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, what is wrong)
+
+    def lines(self) -> list[str]:
+        head = f"patients: {self.added} added, {self.updated} updated, {len(self.problems)} rows skipped"
+        return [head, *(f"line {n}: {msg}" for n, msg in self.problems)]
+
+
+def _parse_date(value: str, column: str) -> date | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        m = _DMY.fullmatch(value)
+        if m:
+            return date(int(m[3]), int(m[2]), int(m[1]))
+        return date.fromisoformat(value)
+    except ValueError:
+        raise PatientError(f"{column}: expected a date like 2026-03-31 (or 31.03.2026)") from None
+
+
+def make_patient(
+    name: str,
+    emails: str | Sequence[str],
+    phone: str = "",
+    consent_date: str | date | None = None,
+    last_visit: str | date | None = None,
+    next_visit: str | date | None = None,
+    patient_id: str = "",
+) -> DirectoryPatient:
+    """A validated record (CSV row or UI form). Raises ``PatientError`` naming the bad field."""
+    clean_name = clean_line(name or "", 200)
+    if not clean_name:
+        raise PatientError("name: missing")
+    parts = emails.split(";") if isinstance(emails, str) else list(emails)
+    addrs: list[str] = []
+    for i, raw in enumerate(parts, 1):
+        addr = raw.strip().lower()
+        if not addr:
+            continue
+        if not _EMAIL.fullmatch(addr):
+            raise PatientError(f"emails: address {i} is not an email address (separate several with ';')")
+        addrs.append(addr)
+    if not addrs:
+        raise PatientError("emails: at least one address is needed")
+    phone = (phone or "").strip()
+    if phone and not _PHONE.fullmatch(phone):
+        raise PatientError("phone: use digits, spaces and + ( ) - / . only")
+
+    def d(value: str | date | None, column: str) -> date | None:
+        return value if isinstance(value, date) or value is None else _parse_date(value, column)
+
+    return DirectoryPatient(
+        id=patient_id,
+        name=clean_name,
+        emails=tuple(dict.fromkeys(addrs)),
+        phone=phone,
+        consent_date=d(consent_date, "consent_date"),
+        last_visit=d(last_visit, "last_visit"),
+        next_visit=d(next_visit, "next_visit"),
+    )
+
+
+def _read_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[int, str]]]:
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise PatientsCsvError(f"{path} does not exist: check the path") from None
+    except OSError as exc:
+        raise PatientsCsvError(f"cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
+    rows: list[tuple[int, dict[str, str]]] = []
+    problems: list[tuple[int, str]] = []
+    with handle:
+        try:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise PatientsCsvError(f"{path} is empty: the first line must name the columns {','.join(CSV_COLUMNS)}")
+            cols = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+            missing = [c for c in ("name", "emails") if c not in cols]
+            if missing:
+                hint = (
+                    " (the file seems to use ';' between columns: use ',')" if len(cols) == 1 and ";" in cols[0] else ""
+                )
+                raise PatientsCsvError(
+                    f"{path}: the header line lacks the column(s) {', '.join(missing)}; "
+                    f"expected {','.join(CSV_COLUMNS)}{hint}"
+                )
+            start = reader.line_num + 1
+            while True:
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    problems.append((start, f"unreadable CSV ({exc}); rows after it were not read"))
+                    break
+                line, start = start, reader.line_num + 1
+                if not any(v.strip() for v in values):
+                    continue
+                if len(values) > len(cols):
+                    problems.append(
+                        (line, f"{len(values)} fields but the header names {len(cols)}: quote fields with commas")
+                    )
+                    continue
+                rows.append((line, {c: v for c, v in zip(cols, values, strict=False)}))
+        except UnicodeDecodeError:
+            raise PatientsCsvError(f"{path} is not UTF-8 text: save it as 'CSV UTF-8'") from None
+    return rows, problems
+
+
+def import_patients_csv(
+    store: Store,
+    path: Path,
+    *,
+    policy: Policy | None = None,
+    config: Config | None = None,
+    now: datetime | None = None,
+) -> PatientImportReport:
+    """Load a CSV (columns name,emails,phone,consent_date,last_visit,next_visit; several emails
+    separated by ';'). A row whose address is already on file updates that patient (importing
+    the same file twice changes nothing). Bad rows are reported by line number; good rows load.
+    With ``policy`` every thread's safety columns are recomputed afterwards."""
+    rows, problems = _read_rows(path)
+    report = PatientImportReport(problems=problems)
+    tokens = {}
+    for _, values in rows:
+        for e in (values.get("emails") or "").split(";"):
+            if e.strip():
+                tokens[e.strip().lower()] = store.token("addr", e.strip().lower())
+    on_file = patient_store.patient_ids_for_tokens(store, tokens.values())
+    seen: dict[str, int] = {}  # address -> line of the row that claimed it
+    good: list[DirectoryPatient] = []
+    for line, values in rows:
+        try:
+            p = make_patient(
+                values.get("name", ""),
+                values.get("emails", ""),
+                values.get("phone", ""),
+                values.get("consent_date", ""),
+                values.get("last_visit", ""),
+                values.get("next_visit", ""),
+            )
+        except PatientError as exc:
+            report.problems.append((line, str(exc)))
+            continue
+        clash = next((i for i, e in enumerate(p.emails, 1) if e in seen), None)
+        if clash is not None:
+            report.problems.append(
+                (
+                    line,
+                    f"emails: address {clash} is also on line {seen[p.emails[clash - 1]]}; "
+                    "an address belongs to one patient",
+                )
+            )
+            continue
+        owners = {on_file[tokens[e]] for e in p.emails if tokens.get(e) in on_file}
+        if len(owners) > 1:
+            report.problems.append((line, "emails: the addresses belong to different patients already on file"))
+            continue
+        for e in p.emails:
+            seen[e] = line
+        if owners:
+            p = DirectoryPatient(owners.pop(), p.name, p.emails, p.phone, p.consent_date, p.last_visit, p.next_visit)
+            report.updated += 1
+        else:
+            report.added += 1
+        good.append(p)
+    if good:
+        patient_store.save_patients(store, good)
+    report.problems.sort()
+    record(store, "patients_import", f"added={report.added},updated={report.updated}", now)
+    if policy is not None:
+        refresh_safety(store, policy, config, now)
+    return report
+
+
+def save_patient(
+    store: Store,
+    patient: DirectoryPatient,
+    *,
+    policy: Policy | None = None,
+    config: Config | None = None,
+    now: datetime | None = None,
+) -> DirectoryPatient:
+    """Add or edit one patient (UI). Raises ``PatientError`` when an address is on file for
+    another patient. With ``policy`` the threads of the old and new addresses are refreshed."""
+    before = patient_store.get_patient(store, patient.id) if patient.id else None
+    try:
+        saved = patient_store.save_patient(store, patient)
+    except patient_store.PatientConflict:
+        raise PatientError("emails: an address is already on file for another patient") from None
+    record(store, "patient_edit", saved.id, now)
+    if policy is not None:
+        addrs = set(saved.emails) | set(before.emails if before else ())
+        refresh_safety(store, policy, config, now, patient_store.thread_ids_for_addresses(store, addrs))
+    return saved
+
+
+def delete_patient(
+    store: Store,
+    patient_id: str,
+    *,
+    policy: Policy | None = None,
+    config: Config | None = None,
+    now: datetime | None = None,
+) -> bool:
+    before = patient_store.get_patient(store, patient_id)
+    if before is None:
+        return False
+    patient_store.delete_patient(store, patient_id)
+    record(store, "patient_delete", patient_id, now)
+    if policy is not None:
+        refresh_safety(store, policy, config, now, patient_store.thread_ids_for_addresses(store, before.emails))
+    return True
+
+
+def patients(store: Store) -> list[DirectoryPatient]:
+    return patient_store.all_patients(store)
+
+
+# --- audit trail ------------------------------------------------------------------------------------
+
+AUDIT_ACTIONS = frozenset(
+    {
+        "view",
+        "reply",
+        "redirect",
+        "tag",
+        "untag",
+        "bulk_reply",
+        "export",
+        "lock",
+        "unlock",
+        "sync",
+        "import",
+        "key_change",
+        "patients_import",
+        "patient_edit",
+        "patient_delete",
+        "outbox_discard",
+    }
+)
+# Opaque ids only: no '@' (addresses), no spaces (subjects, names), no '/' (paths).
+_OPAQUE = re.compile(r"[A-Za-z0-9:_,.=+\-]{0,200}")
+
+
+def record(
+    store: Store, action: str, ref: str | Sequence[str] = "", now: datetime | None = None
+) -> audit_store.AuditRecord:
+    """Append an audit entry. ``ref`` is an opaque id (thread id, outbox id) or a list of them;
+    anything that could be patient data (an address, a subject, a path) is refused with
+    ValueError, so a mistake shows up in tests rather than in the trail."""
+    if action not in AUDIT_ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}; known: {', '.join(sorted(AUDIT_ACTIONS))}")
+    text = ref if isinstance(ref, str) else ",".join(ref)
+    if not _OPAQUE.fullmatch(text):
+        raise ValueError("audit refs must be opaque ids (letters, digits, ':_,.=+-'), never patient data")
+    return audit_store.append(store, action, text, now)
+
+
+def verify_audit(store: Store) -> audit_store.AuditCheck:
+    return audit_store.verify(store)
+
+
+def audit_lines(store: Store, limit: int | None = None) -> list[str]:
+    """The trail as text lines, oldest first (the newest ``limit`` when given)."""
+    rows = audit_store.entries(store, limit=limit, newest_first=limit is not None)
+    if limit is not None:
+        rows.reverse()
+    return [f"{r.seq:>6}  {r.at.strftime('%Y-%m-%d %H:%M:%S')}Z  {r.action:<15} {r.ref}" for r in rows]
