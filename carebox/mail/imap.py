@@ -370,7 +370,6 @@ def _parse_internaldate(text: str) -> datetime:
 # and literals -> bytes, NIL -> None, parenthesised lists -> list.
 
 _LITERAL_TAIL_RE = re.compile(rb"~?\{(\d+)\}$")
-_ATOM_END = frozenset(b' ()"{')
 
 
 class _Malformed(Exception):
@@ -400,58 +399,41 @@ def _tokenize(parts: Sequence[bytes | bytearray]) -> list[Any]:
     return root
 
 
+_TOKEN_RE = re.compile(
+    rb" *(?:"
+    rb"(\()"  # 1: open list
+    rb"|(\))"  # 2: close list
+    rb'|"((?:[^"\\\r\n]|\\.)*)"'  # 3: quoted string
+    rb"|((?:[^ ()\"{\[\]\x00-\x1f\x7f]|\[[^\]\r\n]*\])+)"  # 4: atom; [..] may hold spaces: BODY[HEADER.FIELDS (A)]
+    rb")"
+)
+_UNESCAPE_RE = re.compile(rb"\\(.)")
+
+
 def _tokenize_segment(seg: bytes, stack: list[list[Any]]) -> None:
-    i, n = 0, len(seg)
-    while i < n:
-        c = seg[i]
-        if c == 0x20:
-            i += 1
-        elif c == 0x28:  # (
+    pos, n = 0, len(seg)
+    match = _TOKEN_RE.match
+    while pos < n:
+        m = match(seg, pos)
+        if m is None:
+            if seg[pos:].strip(b" "):
+                raise _Malformed("unexpected character")
+            return
+        pos = m.end()
+        if m.group(1) is not None:
             new: list[Any] = []
             stack[-1].append(new)
             stack.append(new)
-            i += 1
-        elif c == 0x29:  # )
+        elif m.group(2) is not None:
             if len(stack) == 1:
                 raise _Malformed("unbalanced parentheses")
             stack.pop()
-            i += 1
-        elif c == 0x22:  # "
-            j = i + 1
-            out = bytearray()
-            while True:
-                if j >= n:
-                    raise _Malformed("unterminated string")
-                ch = seg[j]
-                if ch == 0x5C and j + 1 < n:  # backslash escape
-                    out.append(seg[j + 1])
-                    j += 2
-                elif ch == 0x22:
-                    break
-                else:
-                    out.append(ch)
-                    j += 1
-            stack[-1].append(bytes(out))
-            i = j + 1
-        elif c == 0x7B:  # { not at the end of a segment
-            raise _Malformed("misplaced literal")
+        elif m.group(3) is not None:
+            text = m.group(3)
+            stack[-1].append(_UNESCAPE_RE.sub(rb"\1", text) if b"\\" in text else text)
         else:
-            j = i
-            depth = 0
-            while j < n:
-                ch = seg[j]
-                if ch == 0x5B:  # [ ... ] may hold spaces and parens: BODY[HEADER.FIELDS (A B)]
-                    depth += 1
-                elif ch == 0x5D and depth:
-                    depth -= 1
-                elif depth == 0 and ch in _ATOM_END:
-                    break
-                j += 1
-            if depth:
-                raise _Malformed("unterminated section")
-            atom = seg[i:j].decode("utf-8", "replace")
+            atom = m.group(4).decode("utf-8", "replace")
             stack[-1].append(None if atom.upper() == "NIL" else atom)
-            i = j
 
 
 def _fetch_attributes(tokens: list[Any]) -> dict[str, Any]:
@@ -494,6 +476,10 @@ _message_data_re = re.compile(rb"[0-9]+ (FETCH|EXPUNGE)")
 _event_re = re.compile(rb"^(\d+ (EXISTS|EXPUNGE|FETCH)\b|VANISHED\b)", re.IGNORECASE)
 
 
+class _Inactive(Exception):
+    pass
+
+
 class _LiteralTooLarge(Exception):
     def __init__(self, size: int) -> None:
         self.size = size
@@ -534,6 +520,7 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):
         self.starttls_tag: str | None = None
         self.tls_switching = False
         self.discarded_before_tls = 0
+        self.last_rx = loop.time()  # when data last arrived (inactivity timeouts)
 
     # -- failure -----------------------------------------------------------------------------------
 
@@ -577,6 +564,7 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):
         # replaces aioimaplib's, which logs every byte at DEBUG
         if self.fatal is not None:
             return
+        self.last_rx = self.loop.time()
         if self.tls_switching:
             self.discarded_before_tls += len(d)
             return
@@ -981,19 +969,29 @@ class ImapClient:
             yield self._require()
 
     async def _exec(
-        self, command: Command, *, scrub: str | None = None, timeout: float | None = None
+        self,
+        command: Command,
+        *,
+        scrub: str | None = None,
+        timeout: float | None = None,
+        inactivity: float | None = None,
     ) -> aioimaplib.Response:
+        """Run one command under ``wait_for(timeout)``; with ``inactivity``, also fail when the server
+        sends nothing for that long (for long transfers whose total time is hard to bound)."""
         proto = self._require()
         t = timeout if timeout is not None else self.settings.timeout
         try:
-            resp = await asyncio.wait_for(proto.execute(command, scrub=scrub), t)
+            if inactivity is None:
+                resp = await asyncio.wait_for(proto.execute(command, scrub=scrub), t)
+            else:
+                resp = await asyncio.wait_for(self._watch(proto, proto.execute(command, scrub=scrub), inactivity), t)
         except TimeoutError:
             err = ImapConnectionError(
                 f"{self.settings.host} did not answer {command.name} within {t:.0f} s: the connection was closed"
             )
             proto.fail(err)
             raise err from None
-        except CommandTimeout:
+        except (CommandTimeout, _Inactive):
             err = ImapConnectionError(
                 f"{self.settings.host} stopped sending during {command.name} for "
                 f"{self.settings.timeout:.0f} s: the connection was closed"
@@ -1017,6 +1015,22 @@ class ImapClient:
                 if type(line) is bytes:
                     proto.note_event(line)
         return resp
+
+    async def _watch(self, proto: _Protocol, coro: Any, inactivity: float) -> aioimaplib.Response:
+        loop = asyncio.get_running_loop()
+        proto.last_rx = loop.time()
+        task = asyncio.ensure_future(coro)
+        try:
+            while True:
+                wait = proto.last_rx + inactivity - loop.time()
+                if wait <= 0:
+                    raise _Inactive
+                done, _ = await asyncio.wait({task}, timeout=wait)
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
 
     def _check(self, resp: aioimaplib.Response, what: str) -> None:
         if resp.result != "OK":
@@ -1333,9 +1347,9 @@ class ImapClient:
 
     async def _fetch_cmd(self, proto: _Protocol, args: list[str], timeout_bytes: int) -> aioimaplib.Response:
         t = self.settings.timeout
-        cmd = _FetchCommand(proto.new_tag(), *args, prefix="UID", loop=proto.loop, timeout=t)
-        # overall bound: the inactivity timeout, plus time for the bytes at a slow 64 KB/s
-        resp = await self._exec(cmd, timeout=t + timeout_bytes / (64 * 1024))
+        cmd = _FetchCommand(proto.new_tag(), *args, prefix="UID", loop=proto.loop)
+        # silence for `timeout` s fails it; overall bound: `timeout` plus the bytes at a slow 64 KB/s
+        resp = await self._exec(cmd, timeout=t + timeout_bytes / (64 * 1024), inactivity=t)
         if resp.result != "OK":
             code = _response_code(resp.lines[-1] if resp.lines else b"")
             raise ImapProtocolError(f"{self.settings.host} refused FETCH ({resp.result}{' ' + code if code else ''})")
