@@ -1,0 +1,357 @@
+"""Safety use cases over a real store: the inspector through rethread, the queue fields, the
+thread view explanation, the patient CSV import and the audit use cases."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from carebox.config import Config, IdentityConfig, PolicyConfig, TriageConfig
+from carebox.domain.models import Address
+from carebox.services.inbox import queue_json
+from carebox.services.safety import (
+    PatientError,
+    PatientsCsvError,
+    audit_lines,
+    badge,
+    delete_patient,
+    import_patients_csv,
+    make_patient,
+    patients,
+    record,
+    refresh_safety,
+    safety_inspector,
+    save_patient,
+    thread_safety,
+    verify_audit,
+)
+from carebox.services.threads import policy_from_config, rethread
+from carebox.store import audit
+from carebox.store.crypto import Cipher
+from carebox.store.store import NewMessage, Store
+from tests.factories import BASE, DOC, DOCTOR, message
+
+CONFIG = Config(
+    identity=IdentityConfig(physician_name="Dr. Maya Lindqvist", practice_name="Riverside Family Practice"),
+    policy=PolicyConfig(response_hours=48, category_hours={"results": 24}),
+    triage=TriageConfig(red_flags=("Brustschmerz",)),
+)
+POLICY = policy_from_config(CONFIG.policy)
+NOW = BASE + timedelta(hours=1)
+
+CSV = """name,emails,phone,consent_date,last_visit,next_visit
+Anna Berg,anna.berg@mail.example;anna@work.example,+1 555 0101,2025-01-05,2026-10-01,
+Olaf Svensson,olaf@mail.example,,,2026-09-01,
+Old Patient,old@mail.example,,2020-01-01,2019-05-05,
+"""
+
+ANNA = Address("Anna Berg", "anna.berg@mail.example")
+OLAF = Address("Olaf Svensson", "olaf@mail.example")
+OLD = Address("Old Patient", "old@mail.example")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "store", Cipher(b"s" * 32), professional=DOCTOR, create=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def directory(store: Store, tmp_path: Path) -> Store:
+    path = tmp_path / "patients.csv"
+    path.write_text(CSV, encoding="utf-8")
+    report = import_patients_csv(store, path, now=NOW)
+    assert (report.added, report.updated, report.problems) == (3, 0, [])
+    return store
+
+
+def add(store: Store, msgid: str, sender: Address, body: str, *, subject: str = "Question", **kw: object) -> None:
+    extra = {k: kw.pop(k) for k in ("reply_to", "auth_results") if k in kw}
+    m = message(msgid, sender=sender, to=DOC, subject=subject, body=body, **kw)  # type: ignore[arg-type]
+    if extra:
+        m = NewMessage(raw=m.raw, parsed=dataclasses.replace(m.parsed, **extra), uid=m.uid)
+    store.add_messages("INBOX", [m])
+
+
+def sync(store: Store) -> set[str]:
+    return rethread(store, POLICY, [safety_inspector(store, CONFIG, NOW)])
+
+
+def by_msgid(store: Store) -> dict[str, dict]:
+    items = queue_json(store, NOW, include_all=True)
+    return {it["message_ids"][0]: it for it in items}
+
+
+# --- the inspector through rethread -----------------------------------------------------------------
+
+
+def test_queue_fields_urgent_sender_and_suggestion(directory: Store) -> None:
+    store = directory
+    add(store, "u1@x", ANNA, "Since an hour I have chest pain and my arm feels weak.", hours=-5)
+    add(store, "r1@x", ANNA, "Could you renew my prescription for the inhaler?", subject="Refill", hours=-20)
+    add(store, "n1@x", OLAF, "Is it okay to take ibuprofen?", hours=-10)
+    add(store, "s1@x", Address("Stranger", "who@else.example"), "Hello, a question.", hours=-30)
+    add(store, "o1@x", OLD, "A general question about vitamins.", hours=-40)
+    add(store, "w1@x", ANNA, "Please answer here", reply_to=(Address("", "collect@other.example"),), hours=-50)
+    add(store, "d1@x", Address("Brother", "bro@else.example"), "Seit heute Brustschmerzen", hours=-3)
+    sync(store)
+    q = by_msgid(store)
+    assert (q["u1@x"]["urgent"], q["u1@x"]["suggested_tag"], q["u1@x"]["sender"]) == (
+        True,
+        "redirect:phone",
+        "verified",
+    )
+    assert (q["r1@x"]["urgent"], q["r1@x"]["suggested_tag"]) == (False, "refill")
+    assert (q["n1@x"]["sender"], q["n1@x"]["suggested_tag"]) == ("no_consent", None)
+    assert q["s1@x"]["sender"] == "unknown"
+    assert (q["o1@x"]["sender"], q["o1@x"]["suggested_tag"]) == ("verified", "free_advice")
+    assert q["w1@x"]["sender"] == "warning"
+    assert q["d1@x"]["urgent"] is True  # a phrase from triage.red_flags
+    order = [it["message_ids"][0] for it in queue_json(store, NOW)]
+    assert set(order[:2]) == {"u1@x", "d1@x"}  # urgent threads first, then by due time
+    assert order[2] == "w1@x"
+
+
+def test_answered_thread_is_no_longer_urgent_and_quotes_do_not_flag(directory: Store) -> None:
+    store = directory
+    add(store, "u1@x", ANNA, "I have chest pain", uid=1)
+    sync(store)
+    assert by_msgid(store)["u1@x"]["urgent"] is True
+    store.add_messages(
+        "INBOX",
+        [message("a1@x", sender=DOC, to=ANNA, body="Please call now.", hours=1, in_reply_to="u1@x", uid=2)],
+    )
+    sync(store)
+    item = by_msgid(store)["u1@x"]
+    assert (item["urgent"], item["state"], item["sender"]) == (False, "answered", "verified")
+    store.add_messages(
+        "INBOX",
+        [
+            message(
+                "f1@x", sender=ANNA, to=DOC, body="Thanks, better now.\n> I have chest pain", hours=2,
+                in_reply_to="a1@x", uid=3,
+            )
+        ],
+    )  # fmt: skip
+    sync(store)
+    item = by_msgid(store)["u1@x"]
+    assert (item["urgent"], item["state"]) == (False, "waiting")
+
+
+def test_results_question_gets_the_results_window(directory: Store) -> None:
+    store = directory
+    add(store, "lab@x", ANNA, "Are my blood test results back yet?")
+    add(store, "other@x", ANNA, "Is swimming fine for my back?", subject="Swimming", hours=0.5)
+    sync(store)
+    q = by_msgid(store)
+    assert datetime.fromisoformat(q["lab@x"]["due"]) == BASE + timedelta(hours=24)
+    assert datetime.fromisoformat(q["other@x"]["due"]) == BASE + timedelta(hours=48.5)
+
+
+def test_personal_account_suggestion(directory: Store) -> None:
+    add(directory, "p1@x", ANNA, "I first wrote to your personal email but got no answer.")
+    sync(directory)
+    assert by_msgid(directory)["p1@x"]["suggested_tag"] == "personal_account"
+    cfg = Config(identity=IdentityConfig(practice_name="Riverside Family Practice"))
+    safety = thread_safety(directory, directory.all_thread_ids()[0], cfg, NOW)
+    assert safety.suggested_template == "professional_address"
+
+
+def test_directory_import_refreshes_existing_threads(store: Store, tmp_path: Path) -> None:
+    add(store, "a@x", ANNA, "hello")
+    sync(store)
+    assert by_msgid(store)["a@x"]["sender"] == "unknown"
+    path = tmp_path / "p.csv"
+    path.write_text(CSV, encoding="utf-8")
+    import_patients_csv(store, path, policy=POLICY, config=CONFIG, now=NOW)
+    assert by_msgid(store)["a@x"]["sender"] == "verified"
+
+
+def test_patient_edit_refreshes_that_patients_threads(directory: Store) -> None:
+    add(directory, "n1@x", OLAF, "a question")
+    sync(directory)
+    olaf = next(p for p in patients(directory) if p.name == "Olaf Svensson")
+    edited = make_patient(
+        olaf.name, olaf.emails, consent_date="2026-11-01", last_visit="2026-09-01", patient_id=olaf.id
+    )
+    save_patient(directory, edited, policy=POLICY, config=CONFIG, now=NOW)
+    assert by_msgid(directory)["n1@x"]["sender"] == "verified"
+    assert delete_patient(directory, olaf.id, policy=POLICY, config=CONFIG, now=NOW)
+    assert by_msgid(directory)["n1@x"]["sender"] == "unknown"
+    anna = next(p for p in patients(directory) if p.name == "Anna Berg")
+    with pytest.raises(PatientError, match="already on file"):
+        save_patient(directory, make_patient("Someone", [anna.emails[0]]))
+    actions = [e.action for e in audit.entries(directory)]
+    assert actions == ["patients_import", "patient_edit", "patient_delete"]
+
+
+# --- the thread view ----------------------------------------------------------------------------------
+
+
+def test_thread_safety_explains_a_warning(directory: Store) -> None:
+    add(
+        directory,
+        "w@x",
+        Address("Anna\r\nBerg", "anna.berg@mail.example"),
+        "My throat is swelling after the new tablets",
+        reply_to=(Address("", "collect@other.example"),),
+        auth_results="mx; dkim=fail header.d=mail.example",
+    )
+    sync(directory)
+    (tid,) = directory.all_thread_ids()
+    s = thread_safety(directory, tid, CONFIG, NOW)
+    assert s.status is not None and s.status.value == "warning"
+    assert s.badge == ("check sender", "danger") == badge("warning")
+    assert s.urgent and s.banner.startswith("URGENT") and "throat swelling" in s.banner
+    assert (s.suggested_tag, s.suggested_template) == ("redirect:phone", "phone")
+    text = "\n".join(s.sender_lines)
+    assert "on file for Anna Berg" in text and "collect@other.example" in text and "dkim" in text
+    assert all("\r" not in line and "\n" not in line for line in s.sender_lines)
+    assert s.reply is not None and s.reply.address == "anna.berg@mail.example" and s.reply.needs_confirmation
+    question = s.reply.confirmation("collect@other.example")
+    assert question and "anna.berg@mail.example" in question and "collect@other.example" in question
+
+
+def test_thread_safety_no_consent_offers_the_consent_template(directory: Store) -> None:
+    add(directory, "n@x", OLAF, "Is ibuprofen fine?")
+    sync(directory)
+    (tid,) = directory.all_thread_ids()
+    s = thread_safety(directory, tid, CONFIG, NOW)
+    assert (s.status.value if s.status else None, s.suggested_template, s.urgent, s.banner) == (
+        "no_consent",
+        "consent",
+        False,
+        "",
+    )
+    assert "no email consent" in s.sender_lines[0]
+
+
+def test_display_name_of_the_physician_from_outside(directory: Store) -> None:
+    add(directory, "f@x", Address("Dr. Maya Lindqvist", "maya.lindqvist@freemail.example"), "Please pay this invoice")
+    sync(directory)
+    (tid,) = directory.all_thread_ids()
+    s = thread_safety(directory, tid, CONFIG, NOW)
+    assert s.badge[0] == "check sender"
+    assert any("names the physician" in line for line in s.sender_lines)
+
+
+def test_refresh_safety_all(directory: Store) -> None:
+    add(directory, "a@x", ANNA, "hello")
+    rethread(directory, POLICY)  # threaded without the inspector
+    assert by_msgid(directory)["a@x"]["sender"] is None
+    assert refresh_safety(directory, POLICY, CONFIG, NOW) == 1
+    assert by_msgid(directory)["a@x"]["sender"] == "verified"
+
+
+# --- patient CSV import -------------------------------------------------------------------------------
+
+
+def test_csv_bad_rows_by_line_number_good_rows_load(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text(
+        "\ufeffName,Emails,Phone,Consent_Date,Last_Visit,Next_Visit\n"  # BOM and capitals (Excel)
+        "Good One,good1@mail.example,,2025-01-01,,\n"
+        ",nobody@mail.example,,,,\n"
+        "No Mail,,,,,\n"
+        "Bad Mail,not-an-address,,,,\n"
+        "Bad Date,bd@mail.example,,31/02/2025,,\n"
+        "\n"
+        '"Quoted, Name",quoted@mail.example;q2@mail.example,+49 (30) 123-45,01.02.2025,,2027-01-01\n'
+        "Dup Mail,q2@mail.example,,,,\n"
+        "Bad Phone,bp@mail.example,call me,,,\n"
+        "Too,many@mail.example,,,,,extra\n",
+        encoding="utf-8",
+    )
+    report = import_patients_csv(store, path, now=NOW)
+    assert (report.added, report.updated) == (2, 0)
+    assert report.problems == [
+        (3, "name: missing"),
+        (4, "emails: at least one address is needed"),
+        (5, "emails: address 1 is not an email address (separate several with ';')"),
+        (6, "consent_date: expected a date like 2026-03-31 (or 31.03.2026)"),
+        (9, "emails: address 1 is also on line 8; an address belongs to one patient"),
+        (10, "phone: use digits, spaces and + ( ) - / . only"),
+        (11, "7 fields but the header names 6: quote fields with commas"),
+    ]
+    lines = report.lines()
+    assert lines[0] == "patients: 2 added, 0 updated, 7 rows skipped" and lines[1].startswith("line 3:")
+    quoted = next(p for p in patients(store) if p.name == "Quoted, Name")
+    assert quoted.emails == ("quoted@mail.example", "q2@mail.example")
+    assert str(quoted.consent_date) == "2025-02-01" and str(quoted.next_visit) == "2027-01-01"
+    assert not any("mail.example" in e.ref or " " in e.ref for e in audit.entries(store))
+
+
+def test_csv_reimport_updates_instead_of_duplicating(directory: Store, tmp_path: Path) -> None:
+    path = tmp_path / "again.csv"
+    path.write_text(CSV.replace("+1 555 0101", "+1 555 0199"), encoding="utf-8")
+    report = import_patients_csv(directory, path, now=NOW)
+    assert (report.added, report.updated, report.problems) == (0, 3, [])
+    assert len(patients(directory)) == 3
+    assert next(p for p in patients(directory) if p.name == "Anna Berg").phone == "+1 555 0199"
+
+
+def test_csv_row_joining_two_known_patients_is_refused(directory: Store, tmp_path: Path) -> None:
+    path = tmp_path / "merge.csv"
+    path.write_text("name,emails\nMerged,anna@work.example;olaf@mail.example\n", encoding="utf-8")
+    report = import_patients_csv(directory, path, now=NOW)
+    assert report.problems == [(2, "emails: the addresses belong to different patients already on file")]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"name;emails;phone\nA;a@b.example;1\n", "use ','"),
+        (b"fullname,mail\n", "lacks the column(s) name, emails"),
+        (b"name,emails\n\xff\xfe,bad\n", "not UTF-8"),
+    ],
+)
+def test_csv_unusable_file_is_one_line(store: Store, tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(content)
+    with pytest.raises(PatientsCsvError, match=re.escape(message)):
+        import_patients_csv(store, path, now=NOW)
+    assert patients(store) == []
+
+
+def test_csv_missing_file(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(PatientsCsvError, match="does not exist"):
+        import_patients_csv(store, tmp_path / "missing.csv", now=NOW)
+
+
+# --- audit use cases -----------------------------------------------------------------------------------
+
+
+def test_record_accepts_opaque_ids_only(store: Store) -> None:
+    record(store, "view", "0123abcd", NOW)
+    record(store, "reply", ["t1", "o2"], NOW + timedelta(seconds=1))
+    record(store, "lock", now=NOW + timedelta(seconds=2))
+    for bad in ("anna@mail.example", "Re: chest pain", "/home/doc/export", "x" * 201):
+        with pytest.raises(ValueError, match="opaque"):
+            record(store, "view", bad, NOW)
+    with pytest.raises(ValueError, match="unknown audit action"):
+        record(store, "peek", "t1", NOW)
+    assert verify_audit(store).ok
+    assert audit_lines(store) == [
+        "     1  2026-11-02 10:00:00Z  view            0123abcd",
+        "     2  2026-11-02 10:00:01Z  reply           t1,o2",
+        "     3  2026-11-02 10:00:02Z  lock            ",
+    ]
+    assert audit_lines(store, limit=1) == ["     3  2026-11-02 10:00:02Z  lock            "]
+
+
+def test_inspector_without_incoming_mail(store: Store) -> None:
+    store.add_messages("INBOX", [message("out@x", sender=DOC, to=ANNA, body="Your results are fine.")])
+    sync(store)
+    (item,) = queue_json(store, NOW, include_all=True)
+    assert (item["sender"], item["urgent"], item["suggested_tag"]) == (None, False, None)
+
+
+def test_now_defaults(store: Store) -> None:
+    inspector = safety_inspector(store)
+    assert abs(inspector.now - datetime.now(UTC)) < timedelta(minutes=1)
