@@ -1067,11 +1067,15 @@ class ImapClient:
             self.selected = None
             self.uidvalidity = None
             self._select_gen += 1
+            proto.events.clear()  # change notes were about the previous folder; SELECT gives the new state
+            proto.events_overflow = False
             resp = await self._exec(Command(name, proto.new_tag(), *args, loop=proto.loop))
             if resp.result != "OK":
                 proto.state = AUTH
-                code = _response_code(resp.lines[-1] if resp.lines else b"")
-                hint = ": it does not exist on the server" if code == "NONEXISTENT" else ""
+                text = bytes(resp.lines[-1]).lower() if resp.lines else b""
+                code = _response_code(text)
+                missing = code == "NONEXISTENT" or any(w in text for w in (b"doesn't exist", b"does not exist"))
+                hint = ": it does not exist on the server" if missing else ""
                 raise ImapProtocolError(
                     f"cannot open folder {folder!r} ({resp.result}{' ' + code if code else ''}){hint}"
                 )

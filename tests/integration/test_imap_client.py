@@ -337,6 +337,29 @@ async def test_append_and_search_by_message_id(imap_account: ImapAccount) -> Non
     await bounded(run())
 
 
+async def test_folders_with_non_ascii_names(imap_account: ImapAccount) -> None:
+    server, user = imap_account.server, imap_account.username
+    server.doveadm("mailbox", "create", "-u", user, "Entwürfe", "A&B")
+    raw = make_message(5)
+
+    async def run() -> None:
+        async with ImapClient(imap_account.settings()) as imap:
+            names = {f.name for f in await imap.list_folders()}
+            assert {"Entwürfe", "A&B", "INBOX", "Sent"} <= names
+            uid = await imap.append("Entwürfe", raw)
+            info = await imap.select("Entwürfe")
+            assert info.exists == 1 and imap.selected == "Entwürfe"
+            (batch,) = await fetch_all(imap, [uid or 1])
+            assert batch[0].raw == raw
+            assert (await imap.status("A&B"))["MESSAGES"] == 0
+            with pytest.raises(ImapProtocolError) as err:
+                await imap.select("Gibt es nicht")
+            assert "does not exist" in str(err.value) and imap.selected is None
+            assert (await imap.select("INBOX")).exists == 0  # still usable
+
+    await bounded(run())
+
+
 # ---- Dovecot: waiting for changes ------------------------------------------------------------------------
 
 
@@ -354,6 +377,20 @@ async def test_idle_wakes_on_new_message(imap_account: ImapAccount) -> None:
             assert any(e.endswith("EXISTS") for e in events), events
             info = await imap.select("INBOX")
             assert info.exists == 1
+
+    await bounded(run())
+
+
+async def test_idle_wakes_on_a_message_written_into_the_maildir(imap_account: ImapAccount) -> None:
+    # the harness sets mailbox_idle_check_interval = 1 s, so a direct Maildir delivery wakes IDLE too
+    async def run() -> None:
+        async with ImapClient(imap_account.settings()) as imap:
+            await imap.select("INBOX")
+            waiting = asyncio.ensure_future(imap.idle(timeout=10))
+            await asyncio.sleep(0.2)
+            imap_account.deliver(make_message(8))
+            events = await asyncio.wait_for(waiting, 5)
+            assert any(e.endswith("EXISTS") for e in events), events
 
     await bounded(run())
 
