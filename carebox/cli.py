@@ -181,6 +181,71 @@ def cmd_login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_patients(args: argparse.Namespace) -> int:
+    from carebox.services.safety import PatientsCsvError, import_patients_csv
+
+    path = Path(args.file)
+    if not path.is_file():  # check before creating or unlocking anything
+        raise UserError(f"{path} does not exist or is not a file: check the path", EXIT_USAGE)
+    session = _session(args, create=True)
+    try:
+        report = import_patients_csv(session.store, path, policy=session.policy, config=session.config, now=_now())
+    except PatientsCsvError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    finally:
+        session.close()
+    head, *problems = report.lines()
+    print(head)
+    for line in problems:
+        print(line, file=sys.stderr)
+    return EXIT_FAIL if problems else EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from carebox.services.safety import audit_lines, verify_audit
+
+    session = _session(args)
+    try:
+        if args.audit_command == "verify":
+            check = verify_audit(session.store)
+        else:
+            lines = audit_lines(session.store, args.limit)
+    finally:
+        session.close()
+    if args.audit_command == "verify":
+        print(check.line())
+        for problem in check.problems:
+            print(f"  {problem}")
+        return EXIT_OK if check.ok else EXIT_FAIL
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from carebox.services.export import ExportError, export_thread
+
+    session = _session(args)
+    try:
+        ident = session.config.identity
+        paths = export_thread(
+            session.store,
+            args.thread,
+            Path(args.out),
+            _now(),
+            practice_name=ident.practice_name,
+            physician_name=ident.physician_name,
+            tz=session.policy.tz,
+        )
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        session.close()
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "open": cmd_open,
@@ -188,6 +253,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "queue": cmd_queue,
     "status": cmd_status,
     "login": cmd_login,
+    "patients": cmd_patients,
+    "audit": cmd_audit,
+    "export": cmd_export,
 }
 
 
@@ -207,6 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="counts per folder, due, overdue, outbox, last sync")
     p.add_argument("--json", action="store_true")
     sub.add_parser("login", help="store the mail account's password in the keychain")
+    p = sub.add_parser("patients", help="the patient directory")
+    psub = p.add_subparsers(dest="patients_command", required=True)
+    pi = psub.add_parser("import", help="load patients from a CSV (name,emails,phone,consent_date,last_visit,...)")
+    pi.add_argument("file", metavar="FILE.csv")
+    p = sub.add_parser("audit", help="the audit trail of actions (opaque ids only)")
+    asub = p.add_subparsers(dest="audit_command", required=True)
+    asub.add_parser("verify", help="check that no entry was edited, removed or reordered")
+    a = asub.add_parser("show", help="list the entries, oldest first")
+    a.add_argument("--limit", type=int, metavar="N", help="only the newest N entries")
+    p = sub.add_parser("export", help="write a conversation as PDF, text and FHIR JSON for the medical record")
+    p.add_argument("thread", metavar="THREAD", help="the thread id (from `carebox queue --json --all`)")
+    p.add_argument("--out", metavar="DIR", required=True, help="folder to write to (created if missing)")
     return parser
 
 
