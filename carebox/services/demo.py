@@ -12,6 +12,7 @@ from pathlib import Path
 from carebox.config import AccountConfig, Config, IdentityConfig, ServerConfig, StoreConfig
 from carebox.mail.mailbox import MailboxItem
 from carebox.services.importer import import_items
+from carebox.services.safety import import_patients_csv, safety_inspector
 from carebox.services.session import Session
 from carebox.services.threads import POLICY_META, policy_fingerprint, policy_from_config
 from carebox.store.crypto import Cipher
@@ -51,7 +52,10 @@ def create_demo(now: datetime, *, keep: bool = False, base: Path | None = None) 
     store = Store.open(store_dir, Cipher(key), professional=DEMO_ADDRESS, create=True)
     policy = policy_from_config(config.policy)
     items = [MailboxItem(f"demo:{i}", raw, frozenset()) for i, raw in enumerate(demo_messages(now))]
-    import_items(store, items, policy, folder="INBOX")
+    patients_csv = Path(__file__).resolve().parent.parent / "demo" / "patients.csv"
+    if patients_csv.is_file():
+        import_patients_csv(store, patients_csv, now=now)
+    import_items(store, items, policy, folder="INBOX", inspectors=[safety_inspector(store, config, now)])
     store.set_meta(POLICY_META, policy_fingerprint(policy))
     if keep:
         print(f"demo store kept at {store_dir}")

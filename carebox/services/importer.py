@@ -78,4 +78,8 @@ def import_path(store: Store, path: Path, policy: Policy, **kwargs: object) -> I
         yield first
         yield from items
 
+    if "inspectors" not in kwargs:  # safety checks with defaults; callers with a config pass their own
+        from carebox.services.safety import safety_inspector
+
+        kwargs["inspectors"] = [safety_inspector(store)]
     return import_items(store, chained(), policy, **kwargs)  # type: ignore[arg-type]
