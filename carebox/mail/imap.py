@@ -568,7 +568,20 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):
         if self.tls_switching:
             self.discarded_before_tls += len(d)
             return
-        data = self.incomplete_line + d if self.incomplete_line else d
+        if self.incomplete_line and b"\n" not in d:
+            # still inside one long line: accumulate without re-parsing (avoids quadratic copying)
+            if not isinstance(self.incomplete_line, bytearray):
+                self.incomplete_line = bytearray(self.incomplete_line)
+            self.incomplete_line += d
+            if len(self.incomplete_line) > self.max_line:
+                self.fail(
+                    ImapProtocolError(
+                        f"the server sent a response line longer than {_human(self.max_line)}: "
+                        "the connection was closed"
+                    )
+                )
+            return
+        data = bytes(self.incomplete_line) + d if self.incomplete_line else d
         try:
             self._handle_responses(data, self._handle_line, self.current_command)
             self.incomplete_line = b""

@@ -521,6 +521,18 @@ async def test_hostile_unsolicited_responses_between_fetch_items(tls_certs) -> N
         assert imap.pending_events() == []
 
 
+async def test_hostile_endless_line_is_cut_off(tls_certs) -> None:
+    async with HostileImapServer(fault="endless_line", cert=tls_certs.cert, key=tls_certs.key) as srv:
+        imap = ImapClient(hostile_settings(srv, tls_certs.cert, max_line_bytes=2 * 1024 * 1024))
+        await bounded(imap.connect())
+        await bounded(imap.select("INBOX"))
+        with pytest.raises(ImapProtocolError) as err:
+            await bounded(fetch_all(imap, [1, 2, 3]))
+        assert "line longer than 2.0 MB" in str(err.value)
+        await bounded(srv.disconnected.wait())
+        assert srv.bytes_sent < 16 * 1024 * 1024
+
+
 async def test_hostile_untagged_line_inside_a_fetch_item(tls_certs) -> None:
     async with HostileImapServer(fault="expunge_inside_item", cert=tls_certs.cert, key=tls_certs.key) as srv:
         imap = ImapClient(hostile_settings(srv, tls_certs.cert))

@@ -15,6 +15,7 @@ UID FETCH, UID SEARCH, NOOP, IDLE, LOGOUT) over one folder of in-memory messages
       "bye_greeting"            greeting is "* BYE"
       "silent"                  accepts the TCP connection, never says anything
       "stall_fetch"             starts a BODY FETCH answer, then stops sending (connection kept open)
+      "endless_line"            a FETCH line that never ends (no CRLF), streamed until the client hangs up
       "no_idle_answer"          never answers DONE after IDLE
 
     async with HostileImapServer(fault="huge_literal", tls=True, cert=..., key=...) as srv:
@@ -49,6 +50,7 @@ FAULTS = frozenset(
         "bye_greeting",
         "silent",
         "stall_fetch",
+        "endless_line",
         "no_idle_answer",
     }
 )
@@ -270,6 +272,12 @@ class HostileImapServer:
             if self.fault == "huge_literal" and i == 0:
                 await self._send(conn, head + b" RFC822.SIZE 100 BODY[] {%d}\r\n" % TEN_GB)
                 junk = b"x" * 65536
+                while self.bytes_sent < self.huge_stream_limit:
+                    await self._send(conn, junk)
+                return False
+            if self.fault == "endless_line" and i == 0:
+                await self._send(conn, head + b" X-JUNK ")
+                junk = b"y" * 65536
                 while self.bytes_sent < self.huge_stream_limit:
                     await self._send(conn, junk)
                 return False
