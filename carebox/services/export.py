@@ -57,6 +57,7 @@ class _Msg:
 
 @dataclass(frozen=True)
 class _Doc:
+    thread_id: str
     title: str
     header: tuple[str, ...]
     messages: tuple[_Msg, ...]
@@ -105,7 +106,7 @@ def _document(
                 message_id=clean_line(m.message_id),
             )
         )
-    return _Doc("Conversation for the medical record", tuple(header), tuple(out))
+    return _Doc(row.id, "Conversation for the medical record", tuple(header), tuple(out))
 
 
 def _text(doc: _Doc) -> str:
@@ -200,8 +201,16 @@ def _pdf(doc: _Doc, font: Path | None, now: datetime) -> bytes:
     from fpdf import FPDF
     from fpdf.enums import XPos, YPos
 
+    footer_text = f"carebox export - conversation {doc.thread_id} - page "
+
+    class _Pdf(FPDF):
+        def footer(self) -> None:
+            self.set_y(-12)
+            self.set_font(family, "", 8)
+            self.cell(0, 5, f"{footer_text}{self.page_no()}/{{nb}}", align="C")
+
     with _quiet_fpdf():
-        pdf = FPDF(format="A4")
+        pdf = _Pdf(format="A4")
         pdf.set_creation_date(now)
         pdf.set_auto_page_break(True, margin=15)
         if font is not None:
@@ -227,7 +236,7 @@ def _pdf(doc: _Doc, font: Path | None, now: datetime) -> bytes:
 
         def para(text: str, size: float = 10, style: str = "", h: float = 5) -> None:
             pdf.set_font(family, style, size)
-            pdf.multi_cell(0, h, fit(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            pdf.multi_cell(0, h, fit(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
 
         para(doc.title, 15, "B", 8)
         for line in doc.header:
