@@ -241,7 +241,7 @@ def _local_copy(row: OutboxRow) -> NewMessage:
     sender: HeaderAddress = msg["From"].addresses[0]
     to = tuple(Address(a.display_name, a.addr_spec.lower()) for a in msg["To"].addresses)
     part = msg.get_body(("plain",))
-    body = part.get_content() if isinstance(part, EmailMessage) else ""
+    body = part.get_content().replace("\r\n", "\n") if isinstance(part, EmailMessage) else ""
     parsed = ParsedMessage(
         message_id=row.envelope.message_id.strip("<>"),
         in_reply_to=_ids(msg["In-Reply-To"]),
