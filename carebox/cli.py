@@ -246,6 +246,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _age(delta: Any) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from carebox.domain.sanitize import clean_line
+    from carebox.services import outbox
+
+    action = args.outbox_command or "list"
+    now = _now()
+    session = _session(args)
+    try:
+        if action == "send":
+            import asyncio
+
+            report = asyncio.run(outbox.flush(session, now=now))
+            print(report.line())
+            return EXIT_FAIL if (report.stopped or report.busy) else EXIT_OK
+        if action in ("retry", "discard"):
+            entry_id = outbox.find_entry(session.store, args.id)
+            if action == "retry":
+                outbox.retry(session, entry_id, now=now)
+                print(f"{entry_id}: queued again; it goes out with the next `carebox outbox send`")
+            else:
+                outbox.discard(session, entry_id, now=now)
+                print(f"{entry_id}: discarded")
+            return EXIT_OK
+        entries = outbox.list_entries(session.store, None) if args.all else outbox.list_entries(session.store)
+    finally:
+        session.close()
+    if not entries:
+        print("the outbox is empty" if args.all else "nothing waiting in the outbox (--all shows sent replies too)")
+        return EXIT_OK
+    print(f"{'ID':<10}{'STATE':<11}{'KIND':<16}{'TRIES':>5}  {'AGE':<8}{'TO':<38}SUBJECT")
+    for e in entries:
+        state = e.state
+        if state == "queued" and e.next_attempt is not None and e.next_attempt > now:
+            state = f"queued, next try in {_age(e.next_attempt - now)}"
+        to = f"{e.recipient_name} <{e.recipient_addr}>" if e.recipient_name else e.recipient_addr
+        print(
+            f"{e.id[:8]:<10}{e.state:<11}{e.kind:<16}{e.attempts:>5}  {_age(e.age(now)):<8}"
+            f"{clean_line(to, 36):<38}{clean_line(e.subject, 50)}"
+        )
+        if state != e.state:
+            print(f"{'':<10}{state}")
+        if e.error and e.state in ("failed", "uncertain", "queued"):
+            print(f"{'':<10}why: {clean_line(e.error, 110)}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "open": cmd_open,
@@ -256,6 +313,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "patients": cmd_patients,
     "audit": cmd_audit,
     "export": cmd_export,
+    "outbox": cmd_outbox,
 }
 
 
@@ -287,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a conversation as PDF, text and FHIR JSON for the medical record")
     p.add_argument("thread", metavar="THREAD", help="the thread id (from `carebox queue --json --all`)")
     p.add_argument("--out", metavar="DIR", required=True, help="folder to write to (created if missing)")
+    p = sub.add_parser("outbox", help="replies waiting to be sent, and their states")
+    p.add_argument("--all", action="store_true", help="include filed and discarded entries")
+    osub = p.add_subparsers(dest="outbox_command")
+    osub.add_parser("list", help="list the entries (the default)")
+    osub.add_parser("send", help="send what is due now and file it in Sent")
+    o = osub.add_parser("retry", help="queue an uncertain or failed entry again (your decision)")
+    o.add_argument("id", metavar="ID", help="the entry id, or its first characters")
+    o = osub.add_parser("discard", help="give up a queued, uncertain or failed entry")
+    o.add_argument("id", metavar="ID", help="the entry id, or its first characters")
     return parser
 
 
@@ -306,6 +373,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         Locked,
         UserError,
     ]
+    try:
+        from carebox.services.outbox import OutboxError
+
+        errors.append(OutboxError)
+    except ImportError:  # pragma: no cover
+        pass
     try:
         from carebox.mail.mailbox import MailboxError
 

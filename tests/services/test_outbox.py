@@ -524,3 +524,63 @@ async def test_demo_mode_writes_an_mbox_and_files_locally(tmp_path: Path) -> Non
         assert "\\Answered" in incoming.flags
     finally:
         s.close()
+
+
+# --- the `carebox outbox` command ---------------------------------------------------------------
+
+
+def test_cli_outbox_list_send_retry_discard(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setenv("CAREBOX_NOW", (NOW + timedelta(minutes=5)).isoformat())
+    from carebox.cli import main
+    from carebox.services.session import open_session
+
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config_path = tmp_path / "carebox.toml"
+    config_path.write_text(
+        f'[account]\naddress = "{DOCTOR}"\nusername = "doctor"\n'
+        f'[account.imap]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[account.smtp]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[store]\npath = "{tmp_path / "store"}"\n'
+    )
+    from carebox.config import load_config
+
+    session = open_session(load_config(config_path), create=True)
+    try:
+        session.store.set_secret(f"account:{DOCTOR}", "pw")
+        hostile = Address("Eve \x1b]0;owned\x07Evil", "eve@mail.example")
+        tids = seed(session, [hostile, patient(2)], subject="Rash \x1b[2J now")
+        first = ob.queue_reply(session, tids["eve@mail.example"], "x", now=NOW)
+        second = ob.queue_reply(session, tids[patient(2).addr], "y", now=NOW)
+    finally:
+        session.close()
+
+    assert main(["--config", str(config_path), "outbox"]) == 0
+    out = capsys.readouterr().out
+    assert first[:8] in out and second[:8] in out and "queued" in out
+    assert "Re: Rash [2J now" in out and "eve@mail.example" in out and " 5 min " in out
+    assert "\x1b" not in out and "\x07" not in out
+
+    assert main(["--config", str(config_path), "outbox", "send"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "cannot reach the mail server" in out and "2 waiting" in out
+
+    assert main(["--config", str(config_path), "outbox", "retry", first[:6]]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "only uncertain or failed entries can be retried" in err
+
+    assert main(["--config", str(config_path), "outbox", "discard", first[:6]]) == 0
+    assert "discarded" in capsys.readouterr().out
+    assert main(["--config", str(config_path), "outbox", "discard", "ffffffff"]) == 1
+    assert "no outbox entry" in capsys.readouterr().err
+
+    assert main(["--config", str(config_path), "outbox"]) == 0
+    out = capsys.readouterr().out
+    assert first[:8] not in out and second[:8] in out
+    assert main(["--config", str(config_path), "outbox", "--all"]) == 0
+    assert "discarded" in capsys.readouterr().out
