@@ -584,3 +584,28 @@ def test_cli_outbox_list_send_retry_discard(
     assert first[:8] not in out and second[:8] in out
     assert main(["--config", str(config_path), "outbox", "--all"]) == 0
     assert "discarded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "subject"),
+    [
+        ("Müller, Jörg", "Befund: Blutbild ✓ und Ärztin"),
+        ("Weber, Lena", "x" * 300),
+        ("", "=?utf-8?q?literal_encoded_word?= and ümlaut " + "long " * 40),
+        ('Ève "the" O\'Neil (Patientin)', "Re: AW: Fwd: Frage"),
+    ],
+)
+def test_local_copy_and_envelope_match_what_the_email_package_reads(session: Session, name: str, subject: str) -> None:
+    """The fast compat32 read-back of carebox's own message agrees with policy.default."""
+    tid = seed(session, [Address(name, "joerg@mail.example")], subject=subject, body="Frage")["joerg@mail.example"]
+    entry = ob.queue_reply(session, tid, "Grüße\nzweite Zeile", now=NOW)
+    row = OutboxStore(session.store).get(entry, with_raw=True)
+    assert row is not None
+    msg = headers(row.raw)
+    (copy,) = [m for m in session.store.thread_messages(tid) if m.folder == "Sent"]
+    assert copy.subject == str(msg["Subject"]) == row.envelope.subject
+    assert [(a.name, a.addr) for a in copy.to] == [(a.display_name, a.addr_spec) for a in msg["To"].addresses]
+    assert copy.sender == Address(msg["From"].addresses[0].display_name, DOCTOR)
+    assert copy.body == msg.get_body().get_content().replace("\r\n", "\n") == "Grüße\nzweite Zeile\n"  # type: ignore[union-attr]
+    assert copy.date == msg["Date"].datetime
+    assert copy.references == tuple(t.strip("<>") for t in msg["References"].split())
