@@ -1,112 +1,363 @@
-"""The Textual app: a ranked thread list and a reading pane. It calls services only."""
+"""The Textual app: screens, status bar, undo, themes, key map, auto-lock. It calls services only.
+
+``CareboxApp(session, clock=...)``: ``clock`` gives "now" for countdowns and ranking (frozen in
+snapshot tests); idle time for auto-lock is measured with ``idle_clock`` (monotonic).
+The terminal title is never set from data: it stays "carebox".
+"""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
-from textual.app import App, ComposeResult
+from textual import events, work
+from textual.app import App, SuspendNotSupported
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import DataTable, Footer, Static
+from textual.theme import Theme
 
+from carebox.domain.ranking import format_countdown
 from carebox.services import inbox
+from carebox.services import lock as lock_service
 from carebox.services.session import Session
-from carebox.ui.render import countdown, message_text, safe_line
+from carebox.ui import ops
+from carebox.ui.actions import APP, BY_ID, bindings, check_keymap
+from carebox.ui.commands import CareboxCommands
+from carebox.ui.render import Palette
+from carebox.ui.screens.compose import ComposeScreen
+from carebox.ui.screens.dialogs import HelpScreen
+from carebox.ui.screens.inbox import PAGE, InboxScreen
+from carebox.ui.screens.lock import LockScreen
+from carebox.ui.screens.thread import ThreadScreen
+from carebox.ui.themes import DEFAULT_THEME, THEME_DIR, load_themes
+from carebox.ui.triage import Triage, UndoEntry
+from carebox.ui.widgets import StatusBar
 
-PAGE = 200
+STATUS_SECONDS = 30.0
+TICK_SECONDS = 60.0
+UNDO_SECONDS = 5.0
 
 
-class StatusBar(Static):
-    pass
+def _run_editor_default(app: App[None], argv: list[str]) -> int:
+    try:
+        with app.suspend():
+            return subprocess.call(argv)
+    except SuspendNotSupported:  # headless (tests): no terminal to hand over
+        return subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
 class CareboxApp(App[None]):
     TITLE = "carebox"
-    CSS = """
-    #main { height: 1fr; }
-    #threads { width: 3fr; }
-    #reader { width: 2fr; border-left: solid $primary; padding: 0 1; }
-    StatusBar { height: 1; background: $panel; color: $text; padding: 0 1; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", id="quit"),
-        Binding("q", "quit", "Quit", show=False, id="quit_q"),
-        Binding("enter", "open_thread", "Open", id="open_thread"),
-    ]
+    SUB_TITLE = ""
+    CSS_PATH = "carebox.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = bindings(APP)
+    COMMANDS: ClassVar = {CareboxCommands}
 
-    def __init__(self, session: Session, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        theme_dir: Path | None = None,
+        undo_seconds: float = UNDO_SECONDS,
+        idle_clock: Callable[[], float] = time.monotonic,
+        run_editor: Callable[[list[str]], int] | None = None,
+        page_size: int = PAGE,
+    ) -> None:
         super().__init__()
         self.session = session
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.view = "due"
-        self.row_ids: list[str] = []
+        self.undo_seconds = undo_seconds
+        self.idle_clock = idle_clock
+        self.page_size = page_size
+        self.run_editor = run_editor or (lambda argv: _run_editor_default(self, argv))
+        self.triage = Triage(self)
+        self.undo_stack: list[UndoEntry] = []
+        self.locked = False
+        self.busy = False
+        self.status_text = Text("")
+        self.notices: list[str] = []
+        self._last_input = idle_clock()
+        self._flush_timer = None
+        self._view = "due"
+        self._selection: list[str] = []
+        # themes (data files; a broken one falls back to the default with a notice)
+        loaded = load_themes(theme_dir or THEME_DIR)
+        self.notices += loaded.problems
+        self.carebox_themes = sorted(loaded.themes)
+        for theme in loaded.themes.values():
+            self.register_theme(theme)
+        wanted = session.config.ui.theme
+        if wanted not in loaded.themes:
+            self.notices.append(f"theme {wanted!r} is not available; using {DEFAULT_THEME}")
+            wanted = DEFAULT_THEME
+        self.theme = wanted
+        # key map from the config (unknown ids: a notice, never a crash)
+        self.keymap = check_keymap(session.config.ui.keys)
+        self.notices += self.keymap.problems
+        self.set_keymap(self.keymap.overrides)
+        self.notices += ops.problems()
 
-    def compose(self) -> ComposeResult:
-        yield StatusBar(id="status")
-        with Horizontal(id="main"):
-            yield DataTable(id="threads", cursor_type="row", zebra_stripes=True)
-            with VerticalScroll(id="reader"):
-                yield Static(Text("Select a conversation and press Enter."), id="message")
-        yield Footer()
+    # --- theme variables the screens use ---------------------------------------------------------
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return {"alarm": "#FF8A8A", "caution": "#E8C170", "ok": "#8FD18F", "selected": "#9CCBF2"}
+
+    @property
+    def palette(self) -> Palette:
+        theme: Theme = self.current_theme
+        from carebox.ui.themes import theme_variables
+
+        return Palette.from_variables(theme_variables(theme))
+
+    def keys_of(self, binding_id: str) -> str:
+        keys = self.keymap.keys_of(binding_id) if binding_id in BY_ID else ""
+        return " / ".join(self.get_key_display(Binding(k, "")) for k in keys.split(",") if k)
+
+    # --- start -----------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        table = self.query_one("#threads", DataTable)
-        table.add_column("Due", key="due", width=14)
-        table.add_column("Patient", key="patient", width=24)
-        table.add_column("Subject", key="subject")
-        table.add_column("#", key="count", width=3)
-        self.refresh_queue()
-        table.focus()
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self.push_screen(InboxScreen(page_size=self.page_size))
+        self.call_after_refresh(self.refresh_status)
+        self.set_interval(STATUS_SECONDS, self.refresh_status)
+        self.set_interval(TICK_SECONDS, self._tick)
+        minutes = self.session.config.ui.auto_lock_minutes
+        if minutes > 0:
+            self.set_interval(min(5.0, max(minutes * 60 / 4, 0.05)), self._check_idle)
+        for line in self.notices:
+            self.notify(line, severity="warning", markup=False, timeout=10)
 
-    def refresh_queue(self) -> None:
-        now = self.clock()
-        page = inbox.page(self.session.store, now, self.view, 0, PAGE)
-        table = self.query_one("#threads", DataTable)
-        table.clear()
-        self.row_ids = []
-        for row in page.rows:
-            badge = "URGENT " if row.urgent else ""
-            table.add_row(
-                Text(badge, style="bold red") + countdown(row.due_at, now, row.state.value),
-                safe_line(row.patient_name or row.patient_addr, 40),
-                safe_line(row.subject, 120),
-                Text(str(row.message_count)),
-                key=row.id,
-            )
-            self.row_ids.append(row.id)
-        self.update_status(page.total, now)
+    def _theme_changed(self, _theme: Theme) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, InboxScreen):
+                screen.rerender()
 
-    def update_status(self, total: int, now: datetime) -> None:
-        parts = []
-        if self.session.demo:
-            parts.append("DEMO")
-        parts.append(f"{total} waiting" if self.view == "due" else f"{total} threads")
-        info = inbox.status(self.session.store, now)
-        if info["overdue"]:
-            parts.append(f"{info['overdue']} overdue")
-        parts.append(f"outbox {info['outbox_waiting']}")
-        self.query_one("#status", StatusBar).update(Text("  |  ".join(parts)))
-
-    def current_thread(self) -> str | None:
-        table = self.query_one("#threads", DataTable)
-        if not self.row_ids or table.cursor_row < 0 or table.cursor_row >= len(self.row_ids):
-            return None
-        return self.row_ids[table.cursor_row]
-
-    def action_open_thread(self) -> None:
-        tid = self.current_thread()
-        if tid is None:
+    def _tick(self) -> None:
+        if self.locked:
             return
-        messages = inbox.thread(self.session.store, tid)
-        out = Text()
-        for i, msg in enumerate(messages):
-            if i:
-                out.append("\n" + "\u2500" * 40 + "\n", style="dim")
-            out.append_text(message_text(msg))
-        self.query_one("#message", Static).update(out)
+        for screen in self.screen_stack:
+            if isinstance(screen, InboxScreen):
+                screen.rerender()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.action_open_thread()
+    # --- status bar ------------------------------------------------------------------------------
+
+    def refresh_status(self) -> None:
+        if self.locked:
+            return
+        self._status_worker()
+
+    @work(thread=True, exclusive=True, group="status")
+    def _status_worker(self) -> None:
+        try:
+            text = self.build_status()
+        except Exception:  # the store may be locked or busy; try again at the next tick
+            return
+        self.call_from_thread(self._show_status, text)
+
+    def build_status(self) -> Text:
+        now = self.clock()
+        info = inbox.status(self.session.store, now)
+        palette = self.palette
+        out = Text(no_wrap=True, overflow="ellipsis")
+        if self.session.demo:
+            out.append(" DEMO ", style="reverse bold")
+            out.append("  ")
+        out.append(f"Due {info['due']}")
+        if info["overdue"]:
+            out.append(" · ")
+            out.append(f"{info['overdue']} overdue", style=f"bold {palette.alarm}")
+        if info["next_due"]:
+            due = datetime.fromisoformat(info["next_due"].replace("Z", "+00:00"))
+            out.append(f" · next deadline {format_countdown(due, now).removeprefix('due ')}")
+        out.append("   Outbox ")
+        waiting, uncertain, failed = info["outbox_waiting"], info["outbox_uncertain"], info["outbox_failed"]
+        out.append(f"{waiting} waiting" if waiting else "empty" if not (uncertain or failed) else "0 waiting")
+        if uncertain:
+            out.append(" · ")
+            out.append(f"{uncertain} uncertain", style=f"bold {palette.alarm}")
+        if failed:
+            out.append(" · ")
+            out.append(f"{failed} failed", style=f"bold {palette.alarm}")
+        out.append("   ")
+        out.append(ops.sync_line(self.session))
+        return out
+
+    def _show_status(self, text: Text) -> None:
+        if self.locked:
+            return
+        self.status_text = text
+        for screen in self.screen_stack:
+            for bar in screen.query(StatusBar):
+                bar.update(text)
+
+    # --- navigation and changes ------------------------------------------------------------------
+
+    @property
+    def inbox_screen(self) -> InboxScreen | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, InboxScreen):
+                return screen
+        return None
+
+    def open_thread(self, thread_id: str) -> None:
+        self.push_screen(ThreadScreen(thread_id))
+
+    def after_change(self, *, close_to_inbox: bool = False, select: list[str] | None = None) -> None:
+        """Something changed in the store: back to the inbox if asked, reload, refresh status."""
+        if close_to_inbox:
+            while len(self.screen_stack) > 1 and not isinstance(self.screen, InboxScreen):
+                self.pop_screen()
+        box = self.inbox_screen
+        if box is not None:
+            if select is not None:
+                box.selected = dict.fromkeys(select)
+            box._haystack = None
+            box.reload(keep_cursor=True)
+        self.refresh_status()
+
+    def action_help(self) -> None:
+        if self.locked or isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(
+            HelpScreen(
+                lambda i: self.keymap.keys_of(i), lambda k: self.get_key_display(Binding(k, "")), self.keymap.problems
+            )
+        )
+
+    def action_command_palette(self) -> None:
+        if self.locked:
+            return
+        super().action_command_palette()
+
+    def action_undo(self) -> None:
+        if not self.undo_stack:
+            self.notify("Nothing to undo", markup=False)
+            return
+        entry = self.undo_stack.pop()
+        try:
+            line = entry.run()
+        except Exception as exc:
+            self.notify(ops.message(exc), severity="error", markup=False)
+            return
+        self.notify(line, markup=False)
+        self.after_change()
+
+    # --- sending and sync ------------------------------------------------------------------------
+
+    def schedule_flush(self) -> None:
+        """Send after the undo window; a new reply restarts the window."""
+        if not ops.can_send(self.session):
+            return
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+        self._flush_timer = self.set_timer(self.undo_seconds, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        if not self.locked:
+            self._flush_worker()
+
+    @work(exclusive=True, group="flush")
+    async def _flush_worker(self) -> None:
+        try:
+            line = await ops.flush(self.session, now=self.clock())
+        except Exception as exc:
+            self.notify(f"sending: {ops.message(exc)}", severity="error", markup=False)
+            line = None
+        if line:
+            self.notify(line, markup=False)
+        self.after_change()
+
+    def action_sync(self) -> None:
+        self._sync_worker()
+
+    @work(exclusive=True, group="sync")
+    async def _sync_worker(self) -> None:
+        self.notify("Syncing…", markup=False, timeout=2)
+        try:
+            line = await ops.sync_now(self.session, now=self.clock())
+        except Exception as exc:
+            self.notify(ops.message(exc), severity="warning", markup=False)
+            return
+        self.notify(line, markup=False)
+        self.after_change()
+
+    # --- auto-lock -------------------------------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(
+            event, (events.Key, events.MouseDown, events.MouseScrollDown, events.MouseScrollUp, events.Paste)
+        ):
+            self._last_input = self.idle_clock()
+        await super().on_event(event)
+
+    def _check_idle(self) -> None:
+        if self.locked or self.busy:
+            return
+        limit = self.session.config.ui.auto_lock_minutes * 60
+        if limit > 0 and self.idle_clock() - self._last_input >= limit:
+            self.run_worker(self.lock(reason="auto"), exclusive=True, group="lock")
+
+    async def action_lock(self) -> None:
+        await self.lock(reason="manual")
+
+    async def lock(self, reason: str = "auto") -> None:
+        """Hide every screen holding patient data, keep an open reply as a draft, drop the key."""
+        if self.locked:
+            return
+        self.locked = True
+        saved = False
+        for screen in self.screen_stack:
+            if isinstance(screen, ComposeScreen):
+                with contextlib.suppress(Exception):  # locking must go on
+                    saved = screen.save_draft_quietly() or saved
+        box = self.inbox_screen
+        if box is not None:
+            self._view = box.view
+            self._selection = list(box.selected)
+        self.clear_notifications()
+        while len(self.screen_stack) > 1:
+            screen = self.screen
+            if isinstance(screen, (InboxScreen, ThreadScreen)):
+                screen.forget()
+            await self.pop_screen()
+        self.status_text = Text("")
+        lock_service.lock(self.session, reason=reason, now=self.clock())
+        minutes = self.session.config.ui.auto_lock_minutes
+        why = (
+            f"Locked after {minutes:g} idle minutes." if reason == "auto" else "Locked."
+        ) + " Patient data is hidden and the store's key was dropped from memory."
+        if saved:
+            why += " The reply you were writing was kept as a draft."
+        await self.push_screen(LockScreen(lock_service.needs_passphrase(self.session), why))
+
+    def unlock(self, passphrase: str) -> None:
+        self._unlock_worker(passphrase)
+
+    @work(thread=True, exclusive=True, group="unlock")
+    def _unlock_worker(self, passphrase: str) -> None:
+        try:
+            lock_service.unlock(self.session, passphrase, now=self.clock())
+        except lock_service.WrongPassphrase:
+            self.call_from_thread(self._unlock_failed, "Wrong passphrase. Try again.")
+            return
+        except lock_service.KeyProblem as exc:
+            self.call_from_thread(self._unlock_failed, str(exc))
+            return
+        self.call_from_thread(self._unlocked)
+
+    def _unlock_failed(self, line: str) -> None:
+        if isinstance(self.screen, LockScreen):
+            self.screen.failed(line)
+
+    def _unlocked(self) -> None:
+        self.locked = False
+        self._last_input = self.idle_clock()
+        self.switch_screen(InboxScreen(self._view, self._selection, page_size=self.page_size))
+        self.refresh_status()

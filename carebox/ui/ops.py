@@ -1,0 +1,269 @@
+"""The UI's door to the services written alongside it (outbox, safety, sync, export).
+
+Each service module is imported when present. A missing or broken one turns its feature into a
+one-line notice ("sending is not available: ...") instead of breaking the app; ``problems()``
+lists those lines for the status notice at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+from collections.abc import Sequence
+from datetime import datetime
+from types import ModuleType
+from typing import Any
+
+from carebox.services.session import Session
+
+_cache: dict[str, ModuleType | None] = {}
+_problems: dict[str, str] = {}
+
+
+class Unavailable(Exception):
+    """A feature whose service is not there (one line for the user)."""
+
+
+def _load(name: str) -> ModuleType | None:
+    if name in _cache:
+        return _cache[name]
+    module: ModuleType | None = None
+    try:
+        if importlib.util.find_spec(name) is not None:
+            module = importlib.import_module(name)
+    except Exception as exc:  # a colleague's module failing to import must not stop the UI
+        _problems[name] = f"{name.rsplit('.', 1)[-1]} service failed to load ({exc.__class__.__name__})"
+    _cache[name] = module
+    return module
+
+
+def problems() -> list[str]:
+    for name in ("carebox.services.outbox", "carebox.services.safety", "carebox.services.sync"):
+        _load(name)
+    return list(_problems.values())
+
+
+def outbox() -> ModuleType | None:
+    return _load("carebox.services.outbox")
+
+
+def safety() -> ModuleType | None:
+    return _load("carebox.services.safety")
+
+
+def sync() -> ModuleType | None:
+    return _load("carebox.services.sync")
+
+
+def export() -> ModuleType | None:
+    return _load("carebox.services.export")
+
+
+def need_outbox() -> ModuleType:
+    mod = outbox()
+    if mod is None:
+        raise Unavailable("sending is not available in this build (no outbox service)")
+    return mod
+
+
+def message(exc: BaseException) -> str:
+    """One line for the user. Service errors are already worded without patient data; anything
+    else is named by its class only (its text might hold data)."""
+    known = (
+        "OutboxError",
+        "ExportError",
+        "Unavailable",
+        "KeyProblem",
+        "WrongPassphrase",
+        "TemplateError",
+        "SyncError",
+        "AccountProblem",
+        "PatientError",
+    )
+    if type(exc).__name__ in known:
+        return str(exc)
+    return f"something went wrong ({type(exc).__name__}); nothing else was changed"
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+
+def record(session: Session, action: str, ref: str | Sequence[str] = "", now: datetime | None = None) -> None:
+    """An audit entry with opaque ids, when the audit trail exists. Never raises: an audit
+    problem must not block the physician's work (it shows in ``carebox audit verify``)."""
+    mod = safety()
+    if mod is None or not hasattr(mod, "record"):
+        return
+    with contextlib.suppress(Exception):  # see the docstring
+        mod.record(session.store, action, ref, now)
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+def render_template(session: Session, name: str, thread_id: str) -> str:
+    return need_outbox().render_template(session, name, thread_id)
+
+
+def template_text(session: Session, name: str) -> str | None:
+    return session.config.templates.get(name)
+
+
+def queue_reply(session: Session, thread_id: str, body: str, *, kind: str, now: datetime) -> str:
+    entry = need_outbox().queue_reply(session, thread_id, body, kind=kind, now=now)
+    record(session, "redirect" if kind.startswith("redirect") else "reply", [thread_id, entry], now)
+    return entry
+
+
+def mark_out_of_scope(
+    session: Session, thread_id: str, category: str, *, now: datetime, body: str | None
+) -> str | None:
+    mod = outbox()
+    if mod is None:
+        if body:
+            raise Unavailable("sending is not available in this build (no outbox service)")
+        from carebox.services.threads import set_tag
+
+        set_tag(session.store, session.policy, thread_id, category, at=now)
+        entry = None
+    else:
+        entry = mod.mark_out_of_scope(session, thread_id, category, now=now, body=body)
+    record(session, "tag", [thread_id, f"tag={category}"], now)
+    return entry
+
+
+def set_tag(session: Session, thread_id: str, tag: str | None, *, now: datetime) -> None:
+    from carebox.services.threads import set_tag as _set_tag
+
+    _set_tag(session.store, session.policy, thread_id, tag, at=now)
+    record(session, "tag" if tag else "untag", [thread_id, f"tag={tag}"] if tag else thread_id, now)
+
+
+def undo_entry(session: Session, entry_id: str, *, now: datetime) -> None:
+    need_outbox().undo(session, entry_id, now=now)
+    record(session, "outbox_discard", [entry_id, "undo"], now)
+
+
+def preview_bulk(session: Session, thread_ids: Sequence[str], template: str, *, kind: str, now: datetime) -> Any:
+    return need_outbox().preview_bulk(session, thread_ids, template, kind=kind, now=now)
+
+
+def queue_bulk(
+    session: Session, thread_ids: Sequence[str], template: str, *, kind: str, now: datetime, tag: str | None
+) -> Any:
+    result = need_outbox().queue_bulk(session, thread_ids, template, kind=kind, now=now, tag=tag)
+    if result.queued:
+        record(session, "bulk_reply", [f"n={len(result.queued)}", *list(result.queued.values())[:20]], now)
+    return result
+
+
+def outbox_entries(session: Session) -> list[Any]:
+    mod = outbox()
+    return mod.list_entries(session.store) if mod is not None else []
+
+
+def retry(session: Session, entry_id: str, *, now: datetime) -> None:
+    need_outbox().retry(session, entry_id, now=now)
+
+
+def discard(session: Session, entry_id: str, *, now: datetime) -> None:
+    need_outbox().discard(session, entry_id, now=now)
+    record(session, "outbox_discard", entry_id, now)
+
+
+def can_send(session: Session) -> bool:
+    return outbox() is not None and (session.demo or session.config.account is not None)
+
+
+async def flush(session: Session, *, now: datetime) -> str | None:
+    """Send what is due (after the undo window). None when sending is not set up here."""
+    mod = outbox()
+    if mod is None or not can_send(session):
+        return None
+    report = await mod.flush(session, now=now)
+    return report.line()
+
+
+# --- safety ----------------------------------------------------------------------------------------
+
+
+def badge(sender_status: str) -> tuple[str, str]:
+    mod = safety()
+    if mod is not None and hasattr(mod, "badge"):
+        return mod.badge(sender_status)
+    return (sender_status.replace("_", " "), "") if sender_status else ("", "")
+
+
+def thread_safety(session: Session, thread_id: str, now: datetime) -> Any:
+    mod = safety()
+    if mod is None or not hasattr(mod, "thread_safety"):
+        return None
+    return mod.thread_safety(session.store, thread_id, session.config, now)
+
+
+# --- sync ------------------------------------------------------------------------------------------
+
+
+def sync_line(session: Session) -> str:
+    """Sync state for the status bar: connected / syncing n of m / offline since / last error."""
+    mod = sync()
+    if mod is None or not hasattr(mod, "status"):
+        if session.demo:
+            return "demo: no server"
+        return "sync: not set up" if session.config.account is None else "sync: not available"
+    try:
+        state = mod.status(session)
+    except Exception as exc:
+        return f"sync: {message(exc)}"
+    line = getattr(state, "line", None)
+    return str(line() if callable(line) else state)
+
+
+async def sync_now(session: Session, *, now: datetime) -> str:
+    mod = sync()
+    if session.demo:
+        return "the demo has no mail server to sync with"
+    if session.config.account is None:
+        return "no [account] in the config: add it to sync with your mailbox"
+    if mod is None or not hasattr(mod, "sync_now"):
+        raise Unavailable("sync is not available in this build (no sync service)")
+    result = await mod.sync_now(session)
+    line = getattr(result, "line", None)
+    record(session, "sync", "", now)
+    return str(line() if callable(line) else (result or "sync done"))
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+
+def export_thread(session: Session, thread_id: str, folder: str, *, now: datetime) -> list[str]:
+    mod = export()
+    if mod is None:
+        raise Unavailable("export is not available in this build")
+    from pathlib import Path
+
+    ident = session.config.identity
+    paths = mod.export_thread(
+        session.store,
+        thread_id,
+        Path(folder),
+        now,
+        practice_name=ident.practice_name,
+        physician_name=ident.physician_name,
+        tz=session.policy.tz,
+    )
+    return [str(p) for p in paths]
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def thread_rows(session: Session, thread_ids: Sequence[str]) -> list[Any]:
+    """Decrypted inbox rows for these ids (a services.inbox helper would be the tidier home)."""
+    return session.store.thread_rows(list(thread_ids))
+
+
+def attachment(session: Session, attachment_id: str) -> tuple[str, bytes]:
+    """(file name, bytes) of a stored attachment (a services helper would be the tidier home)."""
+    return session.store.attachment_data(attachment_id)

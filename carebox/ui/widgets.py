@@ -1,0 +1,114 @@
+"""Small widgets shared by the screens: the status bar, the view bar and the two lists."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from carebox.services.inbox import ThreadRow
+from carebox.ui.render import Palette, badge_text, countdown, patient_label, safe_line, tag_label
+
+VIEW_TITLES = {
+    "due": "Due",
+    "all": "All",
+    "out_of_scope": "Out of scope",
+    "answered": "Answered",
+    "outbox": "Outbox",
+}
+
+
+class StatusBar(Static):
+    """One line: DEMO, sync state, the queue and its next deadline, the outbox. Never patient data."""
+
+    def on_mount(self) -> None:
+        line = getattr(self.app, "status_text", None)
+        if line is not None:
+            self.update(line)
+
+
+class ViewBar(Static):
+    """The views, the current one highlighted, with its count and the filter when one is set."""
+
+    def show(self, view: str, total: int | None, selected: int, filter_text: str | None) -> None:
+        out = Text(no_wrap=True, overflow="ellipsis")
+        for i, (key, title) in enumerate(VIEW_TITLES.items(), 1):
+            label = f" {i} {title} "
+            if key == view:
+                if total is not None:
+                    label = f" {i} {title} ({total}) "
+                out.append(label, style="reverse bold")
+            else:
+                out.append(label)
+            out.append(" ")
+        if selected:
+            out.append(f"  {selected} selected", style="bold")
+        if filter_text:
+            out.append("  filter: ")
+            out.append(safe_line(filter_text, 40))
+        self.update(out)
+
+
+THREAD_COLUMNS = (
+    ("sel", " ", 1),
+    ("flag", "", 6),
+    ("due", "Due", 14),
+    ("patient", "Patient", 24),
+    ("badge", "Sender", 12),
+    ("subject", "Subject", None),
+    ("count", "#", 3),
+    ("tag", "Tag", 16),
+)
+
+
+class ThreadTable(DataTable[Any]):
+    """The ranked conversations. Holds only the rows loaded so far (a page at a time)."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = False
+        for key, label, width in THREAD_COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    def row_cells(
+        self,
+        row: ThreadRow,
+        now: datetime,
+        palette: Palette,
+        selected: bool,
+        categories: Mapping[str, str],
+        badge: tuple[str, str],
+        subject_width: int = 80,
+    ) -> list[Text]:
+        sel = Text("●", style=f"bold {palette.selected}") if selected else Text(" ")
+        flag = Text("URGENT", style=f"bold {palette.alarm}") if row.urgent else Text("")
+        return [
+            sel,
+            flag,
+            countdown(row.due_at, now, row.state.value, palette),
+            patient_label(row.patient_name, row.patient_addr, 24),
+            badge_text(badge[0], badge[1], palette),
+            safe_line(row.subject or "(no subject)", subject_width),
+            Text(str(row.message_count), justify="right"),
+            tag_label(row.tag, row.suggested_tag, categories, palette),
+        ]
+
+
+OUTBOX_COLUMNS = (
+    ("state", "State", 10),
+    ("kind", "Kind", 15),
+    ("patient", "Recipient", 28),
+    ("subject", "Subject", None),
+    ("age", "Queued", 12),
+    ("note", "Note", None),
+)
+
+
+class OutboxTable(DataTable[Any]):
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label, width in OUTBOX_COLUMNS:
+            self.add_column(label, key=key, width=width)
