@@ -1,4 +1,4 @@
-"""One outbox flush in a process of its own, for the crash tests in test_outbox.py.
+"""One outbox flush in a process of its own, for the crash tests in test_outbox_e2e.py.
 
     python tests/integration/outbox_flush_script.py STORE_DIR CONFIG_FILE
 
