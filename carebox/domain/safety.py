@@ -48,6 +48,7 @@ __all__ = [
     "compile_phrase",
     "damerau_distance",
     "domain_lookalike",
+    "domain_skeleton",
     "idn_to_unicode",
     "mentions_personal_account",
     "merge_status",
@@ -536,6 +537,17 @@ COMMON_MAIL_DOMAINS = frozenset(
 )  # fmt: skip
 
 
+@lru_cache(maxsize=65536)
+def domain_skeleton(domain: str) -> str:
+    """The skeleton of a domain after punycode decoding (cached: domains repeat)."""
+    return skeleton(idn_to_unicode(domain)[0])
+
+
+@lru_cache(maxsize=65536)
+def _local_skeleton(local: str) -> str:
+    return skeleton(local)
+
+
 def _edit_limit(length: int) -> int:
     return 0 if length < 6 else (1 if length < 12 else 2)
 
@@ -548,12 +560,10 @@ def domain_lookalike(domain: str, known: Iterable[str]) -> str | None:
     known_set = {k.strip().rstrip(".").lower() for k in known if k}
     if not domain or domain in known_set or domain in COMMON_MAIL_DOMAINS:
         return None
-    uni, _ = idn_to_unicode(domain)
-    sk = skeleton(uni)
+    sk = domain_skeleton(domain)
     best: tuple[int, str] | None = None
     for k in sorted(known_set | COMMON_MAIL_DOMAINS):
-        k_uni, _ = idn_to_unicode(k)
-        k_sk = skeleton(k_uni)
+        k_sk = domain_skeleton(k)
         if k_sk == sk:
             return k
         limit = _edit_limit(min(len(k_sk), len(sk)))
@@ -629,11 +639,13 @@ class PatientDirectory:
         self.by_email: dict[str, DirectoryPatient] = {}
         self.by_name: dict[frozenset[str], list[DirectoryPatient]] = {}
         self.domains: set[str] = set()
+        self.by_domain: dict[str, list[str]] = {}  # domain skeleton -> addresses on file there
         for p in patients:
             self.patients[p.id] = p
             for e in p.emails:
                 self.by_email[e.lower()] = p
                 self.domains.add(email_domain(e))
+                self.by_domain.setdefault(domain_skeleton(email_domain(e)), []).append(e.lower())
             key = name_key(p.name)
             if key:
                 self.by_name.setdefault(key, []).append(p)
@@ -789,13 +801,12 @@ def check_sender(facts: SenderFacts, directory: PatientDirectory, practice: Prac
                 SenderWarning("mixed_script", f"The sender's domain {clean_line(uni, 80)} mixes alphabets.")
             )
         else:
-            sk = skeleton(idn_to_unicode(domain)[0])
             local = addr.rpartition("@")[0]
-            for known_addr in directory.by_email:
-                k_local, _, k_domain = known_addr.rpartition("@")
-                if skeleton(idn_to_unicode(k_domain)[0]) != sk:
-                    continue
-                if skeleton(k_local) == skeleton(local) or damerau_distance(k_local, local, 1) <= 1 <= len(k_local) - 5:
+            for known_addr in directory.by_domain.get(domain_skeleton(domain), ()):
+                k_local = known_addr.rpartition("@")[0]
+                same_look = _local_skeleton(k_local) == _local_skeleton(local)
+                one_typo = len(k_local) >= 6 and damerau_distance(k_local, local, 1) <= 1
+                if same_look or one_typo:
                     warnings.append(
                         SenderWarning(
                             "lookalike_address",
