@@ -355,3 +355,56 @@ def test_inspector_without_incoming_mail(store: Store) -> None:
 def test_now_defaults(store: Store) -> None:
     inspector = safety_inspector(store)
     assert abs(inspector.now - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+# --- the CLI commands ------------------------------------------------------------------------------------
+
+
+def test_cli_patients_audit_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from carebox.cli import main
+
+    cfg = tmp_path / "carebox.toml"
+    cfg.write_text(f'[store]\npath = "{tmp_path / "store"}"\n', encoding="utf-8")
+    monkeypatch.setenv("CAREBOX_NOW", "2026-11-02T10:00:00+00:00")
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text(CSV + "Broken,,,,,\n", encoding="utf-8")
+    assert main(["--config", str(cfg), "patients", "import", str(tmp_path / "nope.csv")]) == 2
+    assert not (tmp_path / "store").exists()  # a typo creates nothing
+    assert "nope.csv does not exist" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "patients", "import", str(csv_path)]) == 1  # one row skipped
+    out = capsys.readouterr()
+    assert out.out.strip() == "patients: 3 added, 0 updated, 1 rows skipped"
+    assert out.err.strip() == "line 5: emails: at least one address is needed"
+
+    assert main(["--config", str(cfg), "export", "nosuchthread", "--out", str(tmp_path / "out")]) == 1
+    assert "no conversation" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "audit", "verify"]) == 0
+    assert capsys.readouterr().out.startswith("audit trail intact: 1 entries")
+    assert main(["--config", str(cfg), "audit", "show"]) == 0
+    assert "patients_import added=3,updated=0" in capsys.readouterr().out
+
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "store" / "carebox.db")
+    with conn:
+        conn.execute("UPDATE audit SET action='view'")
+    conn.close()
+    assert main(["--config", str(cfg), "audit", "verify"]) == 1
+    assert "entry 1 fails its MAC" in capsys.readouterr().out
+
+
+def test_mail_through_the_physicians_personal_alias(directory: Store) -> None:
+    from carebox.domain.safety import Practice
+    from carebox.services.safety import SafetyInspector, SafetySettings
+
+    alias = Address("Maya", "maya.private@home.example")
+    store = directory
+    store.add_messages("INBOX", [message("al@x", sender=ANNA, to=alias, body="Quick question about my knee.")])
+    settings = SafetySettings(practice=Practice(address=DOCTOR, personal_addresses=(alias.addr,)))
+    inspector = SafetyInspector.load(store, settings, NOW)
+    rethread(store, POLICY, [inspector])
+    assert by_msgid(store)["al@x"]["suggested_tag"] == "personal_account"
+    (tid,) = store.all_thread_ids()
+    assert inspector.assess(store, tid).suggested_template == "professional_address"
