@@ -800,6 +800,7 @@ class FlushReport:
     uncertain: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # found "sending": now uncertain
     waiting: int = 0  # queued after this flush
+    next_due: datetime | None = None  # when the earliest waiting entry becomes due
     stopped: str | None = None
     filing_problem: str | None = None
     busy: bool = False
@@ -861,10 +862,14 @@ async def flush(
     transport: Transport | None = None,
     filer: Filer | None = None,
     now: datetime | None = None,
+    hold: timedelta = timedelta(0),
 ) -> FlushReport:
     """Send what is due and file what was sent (see the module doc). A ``transport`` or
     ``filer`` given by the caller is used as is and left open; the ones made here (from the
-    config and the stored password, or the demo ones) are closed at the end."""
+    config and the stored password, or the demo ones) are closed at the end.
+
+    ``hold`` keeps entries younger than that (the UI's undo window) in the queue; they and
+    anything in backoff make ``report.next_due``, the time to flush again."""
     now = now or datetime.now(UTC)
     report = FlushReport()
     ob = OutboxStore(session.store)
@@ -883,9 +888,11 @@ async def flush(
             ):
                 report.recovered.append(row.id)
                 report.uncertain.append(row.id)
-        await _send_due(session, ob, report, transport, now)
+        await _send_due(session, ob, report, transport, now, hold)
         await _file_sent(session, ob, report, filer, now)
-        report.waiting = ob.counts().get("queued", 0)
+        waiting = ob.rows(("queued",))
+        report.waiting = len(waiting)
+        report.next_due = min((_due_at(r, hold) for r in waiting), default=None)
     log.info(
         "outbox: flush sent=%d filed=%d retry=%d failed=%d uncertain=%d waiting=%d%s",
         len(report.sent),
@@ -899,8 +906,18 @@ async def flush(
     return report
 
 
+def _due_at(row: OutboxRow, hold: timedelta) -> datetime:
+    held = row.created + hold
+    return max(held, row.next_attempt) if row.next_attempt is not None else held
+
+
 async def _send_due(
-    session: Session, ob: OutboxStore, report: FlushReport, transport: Transport | None, now: datetime
+    session: Session,
+    ob: OutboxStore,
+    report: FlushReport,
+    transport: Transport | None,
+    now: datetime,
+    hold: timedelta,
 ) -> None:
     queued = ob.rows(("queued",))
     if not queued:
@@ -921,7 +938,7 @@ async def _send_due(
             key = row.thread_id or row.id
             if key in blocked:
                 continue
-            if row.next_attempt is not None and row.next_attempt > now:
+            if _due_at(row, hold) > now:  # in backoff, or still inside the undo window
                 blocked.add(key)
                 continue
             if not transport.is_connected:

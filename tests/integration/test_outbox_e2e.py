@@ -216,6 +216,27 @@ async def test_connection_refused_waits_in_order_then_delivers_exactly_once(live
     assert len(lv.server.messages) == 3
 
 
+async def test_wrong_password_or_untrusted_certificate_stops_with_one_line(live, tmp_path: Path) -> None:
+    lv = live()
+    (tid,) = await patient_mail(lv, [message("w@mail.example", sender=patient(1), to=DOC_ADDR)])
+    entry_id = ob.queue_reply(lv.session, tid, "Reply", now=NOW)
+    lv.session.store.set_secret(f"account:{DOCTOR}", "wrong password")
+    report = await ob.flush(lv.session)
+    assert report.stopped and "refused the user name or password" in report.stopped
+    assert "\n" not in report.line() and lv.server.messages == []
+    assert entry(lv.session, entry_id).state == "queued" and entry(lv.session, entry_id).attempts == 0
+
+    lv.session.store.set_secret(f"account:{DOCTOR}", lv.account.password)
+    other_ca = tmp_path / "other-ca.pem"
+    other_ca.write_bytes(Path(lv.account.ca_file).read_bytes())  # Dovecot's cert: not the SMTP server's
+    text = lv.config_path.read_text().replace(f'ca_file = "{lv.server.ca_file}"', f'ca_file = "{other_ca}"')
+    lv.config_path.write_text(text)
+    lv.reopen()
+    report = await ob.flush(lv.session)
+    assert report.stopped and "certificate" in report.stopped and lv.server.messages == []
+    assert entry(lv.session, entry_id).state == "queued"
+
+
 async def test_421_before_data_is_retried_later_and_delivered_exactly_once(live) -> None:
     lv = live()
     (tid,) = await patient_mail(lv, [message("r@mail.example", sender=patient(1), to=DOC_ADDR)])

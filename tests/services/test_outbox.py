@@ -609,3 +609,21 @@ def test_local_copy_and_envelope_match_what_the_email_package_reads(session: Ses
     assert copy.body == msg.get_body().get_content().replace("\r\n", "\n") == "Grüße\nzweite Zeile\n"  # type: ignore[union-attr]
     assert copy.date == msg["Date"].datetime
     assert copy.references == tuple(t.strip("<>") for t in msg["References"].split())
+
+
+async def test_hold_keeps_young_entries_for_the_undo_window(session: Session) -> None:
+    tids = seed(session, [patient(1), patient(2)])
+    old = ob.queue_reply(session, tids[patient(1).addr], "old", now=NOW)
+    young = ob.queue_reply(session, tids[patient(2).addr], "young", now=NOW + timedelta(seconds=8))
+    transport = ScriptedTransport()
+    hold = timedelta(seconds=10)
+    report = await ob.flush(
+        session, transport=transport, filer=ob.LocalFiler(), now=NOW + timedelta(seconds=10), hold=hold
+    )
+    assert report.sent == [old] and report.waiting == 1
+    assert report.next_due == NOW + timedelta(seconds=18)
+    ob.undo(session, young)  # still possible: it was held back
+    report = await ob.flush(
+        session, transport=transport, filer=ob.LocalFiler(), now=NOW + timedelta(seconds=30), hold=hold
+    )
+    assert report.sent == [] and report.next_due is None and len(transport.sends) == 1
