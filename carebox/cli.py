@@ -106,7 +106,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     next(probe, None)
     session = _session(args, create=True)
     try:
-        report = import_path(session.store, path, session.policy)
+        from carebox.services.safety import safety_inspector
+
+        inspector = safety_inspector(session.store, session.config, _now())
+        report = import_path(session.store, path, session.policy, inspectors=[inspector])
     finally:
         session.close()
     print(report.line())
@@ -303,6 +306,76 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sync_progress() -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """A progress display for `carebox sync`: a bar on a terminal, a few plain lines otherwise."""
+    if sys.stdout.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        tasks: dict[str, Any] = {}
+
+        def show(p: Any) -> None:
+            if p.phase == "downloading" and p.total:
+                if p.folder not in tasks:
+                    if not bar.live.is_started:
+                        bar.start()
+                    tasks[p.folder] = bar.add_task(p.folder, total=p.total)
+                bar.update(tasks[p.folder], completed=p.done)
+
+        def stop() -> None:
+            if bar.live.is_started:
+                bar.stop()
+
+        return show, stop
+
+    last: dict[str, int] = {}
+
+    def plain(p: Any) -> None:
+        if p.phase != "downloading" or not p.total:
+            return
+        step = max(p.total // 10, 1)
+        if p.folder not in last:
+            print(f"{p.folder}: downloading {p.total} messages", flush=True)
+            last[p.folder] = 0
+        elif p.done == p.total or p.done - last[p.folder] >= step:
+            print(f"{p.folder}: {p.done} of {p.total}", flush=True)
+            last[p.folder] = p.done
+
+    return plain, lambda: None
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from carebox.services.synclock import SyncLock
+
+    cfg = _config(args)
+    if cfg.account is None:
+        raise UserError("no [account] in the config: copy it from carebox.toml.example and fill it in", EXIT_USAGE)
+    with SyncLock(cfg.store_dir()):  # a second `carebox sync` says so and exits (SyncBusy)
+        from carebox.services.sync import quick_check, sync_once
+
+        report = asyncio.run(quick_check(cfg, cfg.store_dir()))  # no change: answered without the store
+        if report is None:
+            session = _session(args, create=True)
+            show, stop = _sync_progress()
+            try:
+                report = asyncio.run(sync_once(session, progress=show, lock=False))
+            finally:
+                stop()
+                session.close()
+    print(report.line())
+    for notice in report.notices:
+        print(f"carebox: {notice}", file=sys.stderr)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "open": cmd_open,
@@ -314,6 +387,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "audit": cmd_audit,
     "export": cmd_export,
     "outbox": cmd_outbox,
+    "sync": cmd_sync,
 }
 
 
@@ -354,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("id", metavar="ID", help="the entry id, or its first characters")
     o = osub.add_parser("discard", help="give up a queued, uncertain or failed entry")
     o.add_argument("id", metavar="ID", help="the entry id, or its first characters")
+    sub.add_parser("sync", help="download new mail and flag changes from the server, send local flag changes")
     return parser
 
 
@@ -385,6 +460,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         errors.append(MailboxError)
     except ImportError:  # pragma: no cover
         pass
+    from carebox.mail.imap import ImapError
+    from carebox.services.accounts import AccountProblem
+    from carebox.services.synclock import SyncBusy
+
+    errors += [ImapError, SyncBusy, AccountProblem]
     return tuple(errors)
 
 

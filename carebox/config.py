@@ -70,6 +70,8 @@ class IdentityConfig(_Strict):
     practice_name: str = ""
     phone: str = ""
     booking: str = ""  # booking instructions or a link
+    personal_addresses: tuple[str, ...] = ()  # the physician's private addresses (never used to reply)
+    practice_domains: tuple[str, ...] = ()  # the practice's own domains (lookalike checks)
 
 
 class PolicyConfig(_Strict):
@@ -79,6 +81,7 @@ class PolicyConfig(_Strict):
     holidays: tuple[date, ...] = ()
     timezone: str = "UTC"
     category_hours: dict[str, float] = {}
+    visit_window_days: int = Field(default=365, ge=1)  # no visit within this many days: free advice
 
     @field_validator("business_hours")
     @classmethod
@@ -141,6 +144,18 @@ DEFAULT_TEMPLATES = {
         "If your symptoms are severe or getting worse, call emergency services now.\n\n"
         "Kind regards,\n{physician_name}\n{practice_name}"
     ),
+    "consent": (
+        "Dear {patient_first_name},\n\n"
+        "Thank you for your message. Before we can answer medical questions by email we need your "
+        "written consent to email communication. Please ask for the consent form at your next visit "
+        "or call {practice_phone}.\n\nKind regards,\n{physician_name}\n{practice_name}"
+    ),
+    "professional_address": (
+        "Dear {patient_first_name},\n\n"
+        "Please write only to this practice address about your care; messages to other accounts may "
+        "not be read in time. For anything urgent call {practice_phone}.\n\n"
+        "Kind regards,\n{physician_name}\n{practice_name}"
+    ),
     "visit": (
         "Dear {patient_first_name},\n\n"
         "Thank you for your message. This needs an examination in person. Please book a visit: "
@@ -160,7 +175,16 @@ DEFAULT_CATEGORIES = {
 
 class TriageConfig(_Strict):
     categories: dict[str, str] = DEFAULT_CATEGORIES  # id -> label
-    red_flags: tuple[str, ...] = ()  # extra phrases on top of the built-in list
+    red_flags: tuple[str, ...] = ()  # extra phrases on top of the built-in list ("re:" prefix: a regex)
+
+    @field_validator("red_flags")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from carebox.domain.safety import compile_phrase
+
+        for phrase in value:
+            compile_phrase(phrase)  # ValueError with one line naming the phrase
+        return value
 
 
 class Config(_Strict):

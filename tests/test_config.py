@@ -70,3 +70,22 @@ def test_config_search_order(tmp_path: Path, monkeypatch) -> None:
 def test_missing_config_file_named_on_the_command_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_a_bad_red_flag_pattern_is_one_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[triage]\nred_flags = ['re:(unclosed']\n")
+    with pytest.raises(ConfigError, match="triage.red_flags.*not a valid regular expression"):
+        load_config(path)
+
+
+def test_new_safety_keys_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[identity]\npersonal_addresses = ['maya@home.example']\npractice_domains = ['riverside-practice.example']\n"
+        "[policy]\nvisit_window_days = 180\n"
+    )
+    cfg = load_config(path)
+    assert cfg.policy.visit_window_days == 180
+    assert cfg.identity.personal_addresses == ("maya@home.example",)
+    assert {"phone", "visit", "consent", "professional_address"} <= set(cfg.templates)

@@ -602,6 +602,8 @@ class Store:
             gone = list(remove)
             for chunk in _chunks(gone, 900):
                 conn.execute(T.Thread.__table__.delete().where(T.Thread.id.in_(chunk)))  # type: ignore[attr-defined]
+            # One compiled statement per set of columns, executed for many rows at once.
+            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for row in rows:
                 tid = row["id"]
                 values = {k: v for k, v in row.items() if k not in ("patient_name", "patient_addr", "subject")}
@@ -611,11 +613,13 @@ class Store:
                 values["patient_name_enc"] = self.seal("thread", "patient_name", tid, row["patient_name"])
                 values["patient_addr_enc"] = self.seal("thread", "patient_addr", tid, row["patient_addr"])
                 values["subject_enc"] = self.seal("thread", "subject", tid, row["subject"])
-                stmt = sqlite_insert(T.Thread).values(**values)
+                groups.setdefault(tuple(sorted(values)), []).append(values)
+            for cols, batch in groups.items():
+                stmt = sqlite_insert(T.Thread)
                 stmt = stmt.on_conflict_do_update(
-                    index_elements=["id"], set_={k: stmt.excluded[k] for k in values if k != "id"}
+                    index_elements=["id"], set_={k: stmt.excluded[k] for k in cols if k != "id"}
                 )
-                conn.execute(stmt)
+                conn.execute(stmt, batch)
 
     def set_thread_fields(self, thread_id: str, **values: Any) -> None:
         for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
