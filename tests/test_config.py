@@ -75,7 +75,7 @@ def test_missing_config_file_named_on_the_command_line(tmp_path: Path) -> None:
 def test_a_bad_red_flag_pattern_is_one_clear_line(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[triage]\nred_flags = ['re:(unclosed']\n")
-    with pytest.raises(ConfigError, match="triage.red_flags.*not a valid regular expression"):
+    with pytest.raises(ConfigError, match=r"triage\.red_flags.*not a valid regular expression"):
         load_config(path)
 
 
