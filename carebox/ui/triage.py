@@ -64,8 +64,16 @@ class Triage:
         if row is None:
             return
         draft = drafts.load(self.session, tid)
+        consent = ops.template_text(self.session, "consent")
         if draft is not None:
             initial, note = draft, "Draft restored."
+        elif row.sender_status == "no_consent" and consent:
+            try:
+                initial = ops.render_template(self.session, "consent", tid)
+            except Exception as exc:
+                self._fail(exc)
+                return
+            note = "No email consent on file for this patient: the consent template is offered instead of an answer."
         else:
             messages = inbox.thread(self.session.store, tid)
             last = next((m for m in reversed(messages) if not m.outgoing), None)
@@ -81,9 +89,34 @@ class Triage:
             to.append(">")
         return ComposeSpec([row.id], kind, initial, to=to, subject=safe_line(row.subject, 120), tag=tag, note=note)
 
-    def send_single(self, spec: ComposeSpec, body: str, *, composer: ComposeScreen | None = None) -> bool:
-        """Queue one reply. On failure the composer stays open with the text (nothing lost)."""
+    def address_question(self, thread_id: str) -> str | None:
+        """The confirmation to ask before replying when the address is not a verified one (or
+        the sender asks for replies elsewhere); None when the reply goes to a verified address."""
+        try:
+            safety = ops.thread_safety(self.session, thread_id, self.app.clock())
+        except Exception:
+            return None
+        reply = getattr(safety, "reply", None)
+        if reply is None:
+            return None
+        return reply.confirmation(reply.address)
+
+    def send_single(
+        self, spec: ComposeSpec, body: str, *, composer: ComposeScreen | None = None, confirmed: bool = False
+    ) -> bool:
+        """Queue one reply. On failure the composer stays open with the text (nothing lost).
+        A reply to an address that is not verified asks first, naming the address."""
         tid = spec.thread_ids[0]
+        if not confirmed:
+            question = self.address_question(tid)
+            if question:
+
+                def answered(yes: bool | None) -> None:
+                    if yes:
+                        self.send_single(spec, body, composer=composer, confirmed=True)
+
+                self.app.push_screen(ConfirmScreen(clean_line(question), "n goes back without sending."), answered)
+                return False
         now = self.app.clock()
         try:
             if spec.kind == "out_of_scope":

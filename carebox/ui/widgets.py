@@ -60,7 +60,7 @@ THREAD_COLUMNS = (
     ("badge", "Sender", 12),
     ("subject", "Subject", None),
     ("count", "#", 3),
-    ("tag", "Tag", 16),
+    ("tag", "Tag", 20),
 )
 
 

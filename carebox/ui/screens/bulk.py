@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from carebox.ui.app import CareboxApp
     from carebox.ui.screens.compose import ComposeSpec
 
-CHUNK = 5
+CHUNK = 10
+UNVERIFIED = ("unknown", "warning")
 
 
 @dataclass
@@ -74,17 +75,19 @@ class BulkPreviewScreen(Screen[bool]):
             result = ops.preview_bulk(
                 app.session, self.spec.thread_ids, self.template, kind=self.spec.kind, now=app.clock()
             )
+            statuses = {r.id: r.sender_status for r in ops.thread_rows(app.session, self.spec.thread_ids)}
         except Exception as exc:
             app.call_from_thread(self._failed_all, ops.message(exc))
             return
-        app.call_from_thread(self._show, result)
+        app.call_from_thread(self._show, result, statuses)
 
     def _failed_all(self, line: str) -> None:
         self.notify(line, severity="error", markup=False)
         self.dismiss(False)
 
-    def _show(self, result: Any) -> None:
+    def _show(self, result: Any, statuses: dict[str, str]) -> None:
         self.previews = dict(result.previews)
+        unverified = [t for t in self.previews if statuses.get(t) in UNVERIFIED]
         self.failed = dict(result.failed)
         self.ready = True
         lst = self.query_one("#recipients", OptionList)
@@ -94,6 +97,8 @@ class BulkPreviewScreen(Screen[bool]):
                 label.append(" <")
                 label.append_text(safe_line(p.recipient_addr, 60))
                 label.append(">")
+            if tid in unverified:
+                label.append("  not verified", style="italic")
             lst.add_option(Option(label, id=tid))
         head = Text()
         head.append(f"{self.spec.title}: {len(self.previews)} replies ready", style="bold")
@@ -101,6 +106,12 @@ class BulkPreviewScreen(Screen[bool]):
             label = self.capp.session.config.triage.categories.get(self.spec.tag, self.spec.tag)
             head.append(f" · each conversation is tagged {label}")
         head.append(". Check them, then y queues all; escape goes back to the text.")
+        if unverified:
+            head.append(
+                f"\n{len(unverified)} of these addresses are not verified (no patient in the directory has them, "
+                "or the sender needs checking): y sends to them too.",
+                style="bold",
+            )
         self.query_one("#preview-head", Static).update(head)
         failed = self.query_one("#preview-failed", Static)
         if self.failed:

@@ -126,7 +126,7 @@ class InboxScreen(Screen[None]):
         now = app.clock()
         palette = app.palette
         categories = app.session.config.triage.categories
-        width = max(20, app.size.width - 94)
+        width = max(20, app.size.width - 98)
         for row in rows:
             if row.id in self.by_id:
                 continue
