@@ -17,8 +17,20 @@ ALLOWED = {
     "services": {"domain", "store", "mail", "config", "demo"},
     "ui": {"domain", "services", "config"},
 }
-FORBIDDEN_IN_DOMAIN = {"sqlite3", "sqlalchemy", "sqlmodel", "textual", "socket", "ssl", "aioimaplib", "aiosmtplib",
-                       "keyring", "subprocess", "asyncio", "os"}
+FORBIDDEN_IN_DOMAIN = {
+    "sqlite3",
+    "sqlalchemy",
+    "sqlmodel",
+    "textual",
+    "socket",
+    "ssl",
+    "aioimaplib",
+    "aiosmtplib",
+    "keyring",
+    "subprocess",
+    "asyncio",
+    "os",
+}
 
 
 def _imports(path: Path) -> set[str]:
