@@ -27,15 +27,13 @@ _X_STATUS_FLAGS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\
 # Thunderbird's X-Mozilla-Status bits.
 _MOZILLA_FLAGS = {0x0001: "\\Seen", 0x0002: "\\Answered", 0x0004: "\\Flagged", 0x0008: "\\Deleted"}
 
-# A "From " line: the first line, or one after a blank line, or one that looks like an
-# envelope line ("From sender Mon Jan  1 00:00:00 2024") even without the blank line.
-_FROM_LINE = re.compile(rb"^From ", re.MULTILINE)
+# A message starts at a "From " line that is the first line, follows a blank line, or looks
+# like an envelope line ("From sender Mon Jan  1 00:00:00 2024") even without the blank line.
 _ENVELOPE = re.compile(
     rb"From \S*\s+(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     rb"\s+\d{1,2}\s+\d{1,2}:\d{2}"
 )
 _ESCAPED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _STATUS = re.compile(rb"^(X-Status|Status|X-Mozilla-Status):[ \t]*([^\r\n]*)", re.MULTILINE | re.IGNORECASE)
 
 
@@ -115,14 +113,25 @@ def _iter_mbox(path: Path, size: int) -> Iterator[MailboxItem]:
 
 def _separators(data: mmap.mmap) -> Iterator[int]:
     """Offsets of the "From " lines that start messages."""
-    for match in _FROM_LINE.finditer(data):
-        pos = match.start()
+    if data[:5] == b"From ":
+        yield 0
+    pos = 0
+    while True:
+        pos = data.find(b"\nFrom ", pos)
+        if pos < 0:
+            return
+        pos += 1
         after_blank = pos <= 1 or data[pos - 2 : pos] == b"\n\n" or data[pos - 3 : pos] == b"\n\r\n"
         if after_blank or _ENVELOPE.match(data, pos):
             yield pos
 
 
+_RELEASE_STEP = 64 * 1024 * 1024  # hand read pages of a big mbox back every 64 MiB
+
+
 def _mbox_messages(handle, data: mmap.mmap) -> Iterator[MailboxItem]:
+    released = 0
+    can_release = hasattr(mmap, "MADV_DONTNEED") and hasattr(data, "madvise")
     try:
         number = 0
         start: int | None = None
@@ -130,6 +139,10 @@ def _mbox_messages(handle, data: mmap.mmap) -> Iterator[MailboxItem]:
             if start is not None:
                 number += 1
                 yield _mbox_item(data, start, pos, number)
+                done = start - start % mmap.PAGESIZE
+                if can_release and done - released >= _RELEASE_STEP:
+                    data.madvise(mmap.MADV_DONTNEED, released, done - released)
+                    released = done
             start = pos
         if start is not None:
             number += 1
@@ -154,8 +167,10 @@ def _mbox_item(data: mmap.mmap, start: int, end: int, number: int) -> MailboxIte
 
 
 def _status_flags(raw: bytes) -> frozenset[str]:
-    match = _HEADER_END.search(raw)
-    head = raw[: match.start()] if match else raw[:65536]
+    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if i >= 0]
+    head = raw[: min(ends)] if ends else raw[:65536]
+    if b"status:" not in head.lower():
+        return frozenset()
     flags: set[str] = set()
     for status in _STATUS.finditer(head):
         name = status.group(1).lower()

@@ -286,15 +286,28 @@ def decode_words(text: str) -> str:
     return "".join(parts)
 
 
+# One address in its plainest forms: "quoted name" <addr>, name <addr>, or addr. Anything
+# else (lists, comments, groups, escapes, route addresses) goes to email.utils.getaddresses.
+_ATOM = r"[^\s\"<>,;:()\\@\[\]]"
+_SIMPLE_ADDRESS = re.compile(
+    rf'[ \t]*(?:(?:"([^"\\]*)"|((?:{_ATOM}|[ \t])*?))[ \t]*<({_ATOM}+@{_ATOM}+)>|({_ATOM}+@{_ATOM}+))[ \t]*\Z'
+)
+
+
 def _addresses(values: list[str], problems: _Problems) -> tuple[Address, ...]:
     """Addresses from header texts; names decoded after splitting (a name may hold commas)."""
     if not values:
         return ()
-    try:
-        pairs = getaddresses(values)
-    except Exception:  # RecursionError on deeply nested comments, and whatever else
-        problems.add("an address header could not be parsed")
-        return ()
+    simple = _SIMPLE_ADDRESS.match(values[0]) if len(values) == 1 else None
+    if simple:  # the common single "Name <addr>" or bare addr: skip the slow general parser
+        name = simple.group(1) if simple.group(1) is not None else " ".join((simple.group(2) or "").split())
+        pairs = [(name, simple.group(3) or simple.group(4))]
+    else:
+        try:
+            pairs = getaddresses(values)
+        except Exception:  # RecursionError on deeply nested comments, and whatever else
+            problems.add("an address header could not be parsed")
+            return ()
     result = []
     for name, addr in pairs:
         if not name and not addr:

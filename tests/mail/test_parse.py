@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import getaddresses
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -111,6 +112,20 @@ def test_encoded_subject_and_names() -> None:
     )
     assert parsed.subject == "关于体检报告 / check-up"
     assert not parsed.malformed
+
+
+NAME_CHARS = st.sampled_from([*"abcXYZ .'-!#$%&*+/=?^_`{|}~éß", "\t"])
+ATOM = st.text(alphabet=st.sampled_from([*"abz09.-_+!#$%&'*/=?^`{|}~é"]), min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=NAME_CHARS, max_size=15), ATOM, ATOM, st.sampled_from(["quoted", "name", "bare", "angle"]))
+def test_single_address_fast_path_agrees_with_getaddresses(name: str, local: str, domain: str, form: str) -> None:
+    addr = f"{local}@{domain}"
+    value = {"quoted": f'"{name}" <{addr}>', "name": f"{name} <{addr}>", "bare": addr, "angle": f"<{addr}>"}[form]
+    parsed = parse_message(msg(f"From: {value}"))
+    [(ref_name, ref_addr)] = getaddresses([value])
+    assert parsed.sender == Address(decode_words(ref_name).strip(), ref_addr.lower())
 
 
 def test_unparseable_addresses_and_missing_headers() -> None:
