@@ -77,7 +77,7 @@ class IdentityConfig(_Strict):
 class PolicyConfig(_Strict):
     response_hours: float = Field(default=48, gt=0, le=24 * 30)
     business_hours: str | None = None  # "08:00-18:00"
-    working_days: tuple[str, ...] = DAY_NAMES[:5]
+    working_days: tuple[str, ...] = DAY_NAMES  # every day counts unless configured
     holidays: tuple[date, ...] = ()
     timezone: str = "UTC"
     category_hours: dict[str, float] = {}

@@ -13,6 +13,7 @@ def test_the_example_config_is_valid() -> None:
     assert cfg.account is not None
     assert cfg.account.address == "dr.lindqvist@riverside-practice.example"
     assert cfg.policy.response_hours == 48
+    assert len(cfg.policy.working_days) == 7  # plain clock hours unless configured
     assert cfg.ui.theme == "carebox-dark"
     assert "phone" in cfg.templates and "visit" in cfg.templates
 

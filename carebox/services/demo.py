@@ -43,7 +43,7 @@ def demo_config(store_dir: Path) -> Config:
 
 
 def create_demo(now: datetime, *, keep: bool = False, base: Path | None = None) -> Session:
-    from carebox.demo.generate import demo_messages
+    from carebox.demo.generate import demo_messages, patients_csv
 
     root = Path(tempfile.mkdtemp(prefix="carebox-demo-", dir=base))
     store_dir = root / "store"
@@ -52,9 +52,10 @@ def create_demo(now: datetime, *, keep: bool = False, base: Path | None = None) 
     store = Store.open(store_dir, Cipher(key), professional=DEMO_ADDRESS, create=True)
     policy = policy_from_config(config.policy)
     items = [MailboxItem(f"demo:{i}", raw, frozenset()) for i, raw in enumerate(demo_messages(now))]
-    patients_csv = Path(__file__).resolve().parent.parent / "demo" / "patients.csv"
-    if patients_csv.is_file():
-        import_patients_csv(store, patients_csv, now=now)
+    # The directory's visit dates are relative to now, like the messages (invented data only).
+    directory = root / "patients.csv"
+    directory.write_text(patients_csv(now), encoding="utf-8")
+    import_patients_csv(store, directory, now=now)
     import_items(store, items, policy, folder="INBOX", inspectors=[safety_inspector(store, config, now)])
     store.set_meta(POLICY_META, policy_fingerprint(policy))
     if keep:

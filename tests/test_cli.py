@@ -1,0 +1,148 @@
+"""The scriptable commands end to end: import, queue, status, demo, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from carebox.cli import main
+
+CONFIG = """
+[account]
+address = "dr.lindqvist@riverside-practice.example"
+username = "dr.lindqvist"
+[account.imap]
+host = "imap.riverside-practice.example"
+[account.smtp]
+host = "smtp.riverside-practice.example"
+[store]
+path = "{store}"
+"""
+
+MBOX = Path(__file__).resolve().parents[1] / "carebox" / "demo" / "practice.mbox"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "carebox.toml"
+    path.write_text(CONFIG.format(store=tmp_path / "store"))
+    return path
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_import_then_queue_and_status(config: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CAREBOX_NOW", "2025-11-03T15:00:00+00:00")  # the bundled mbox's "now"
+    code, out, err = run(capsys, "--config", str(config), "import", str(MBOX))
+    assert code == 0, err
+    assert "read 93 messages: 93 added" in out
+    assert "1 malformed" in out
+    # Importing again adds nothing.
+    code, out, _ = run(capsys, "--config", str(config), "import", str(MBOX))
+    assert "0 added, 93 already in the store" in out
+
+    code, out, _ = run(capsys, "--config", str(config), "queue", "--json")
+    assert code == 0
+    queue = json.loads(out)
+    assert len(queue) >= 40
+    first = queue[0]
+    for key in (
+        "thread_id",
+        "message_ids",
+        "due",
+        "seconds_overdue",
+        "patient_name",
+        "patient_address",
+        "subject",
+        "message_count",
+        "tags",
+        "flags",
+        "urgent",
+        "suggested_tag",
+        "sender",
+    ):
+        assert key in first
+    # Ranked: urgent first, then by due time (most overdue on top).
+    urgent = [q for q in queue if q["urgent"]]
+    assert queue[: len(urgent)] == urgent
+    rest = queue[len(urgent) :]
+    dues = [q["due"] for q in rest]
+    assert dues == sorted(dues)
+    assert any(q["seconds_overdue"] > 0 for q in rest)
+    assert all(q["message_ids"] for q in queue)
+
+    code, out, _ = run(capsys, "--config", str(config), "queue", "--json", "--all")
+    assert len(json.loads(out)) > len(queue)
+
+    code, out, _ = run(capsys, "--config", str(config), "status", "--json")
+    info = json.loads(out)
+    assert info["messages"] == 93 and info["due"] == len(queue)
+    assert info["overdue"] == sum(1 for q in queue if q["seconds_overdue"] > 0)
+
+    code, out, _ = run(capsys, "--config", str(config), "queue")
+    assert code == 0 and len(out.splitlines()) == len(queue)
+    assert "\x1b" not in out  # hostile subjects are cleaned for the terminal
+
+
+@pytest.mark.parametrize("target", ["missing.mbox", "a_directory", "not_mail.pdf"])
+def test_unreadable_import_is_one_line_and_writes_nothing(config: Path, tmp_path: Path, capsys, target) -> None:
+    (tmp_path / "a_directory").mkdir()
+    (tmp_path / "not_mail.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 10)
+    code, out, err = run(capsys, "--config", str(config), "import", str(tmp_path / target))
+    assert code == 1
+    assert err.startswith("carebox: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_queue_without_a_store_is_one_line(config: Path, capsys) -> None:
+    code, _, err = run(capsys, "--config", str(config), "queue")
+    assert code == 1
+    assert "no store" in err and err.count("\n") == 1
+
+
+def test_wrong_passphrase_is_one_line_and_changes_nothing(
+    config: Path, tmp_path: Path, capsys, monkeypatch, no_keychain
+) -> None:
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "the right passphrase")
+    assert run(capsys, "--config", str(config), "import", str(MBOX))[0] == 0
+    files = {p: p.read_bytes() for p in (tmp_path / "store").iterdir() if p.is_file()}
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "a wrong passphrase")
+    code, _, err = run(capsys, "--config", str(config), "status")
+    assert code == 1
+    assert "wrong passphrase" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in (tmp_path / "store").iterdir() if p.is_file()} == files
+
+
+def test_broken_mime_is_kept_raw_and_flagged(config: Path, tmp_path: Path, capsys) -> None:
+    broken = (
+        b"From MAILER-DAEMON Thu Jan  1 00:00:00 2026\n"
+        b"From: Broken Sender <broken@mail.example>\nTo: dr.lindqvist@riverside-practice.example\n"
+        b'Subject: broken\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="nope"\n\n'
+        b"--wrong\nContent-Transfer-Encoding: base64\n\n!!!not base64\n"
+    )
+    path = tmp_path / "broken.mbox"
+    path.write_bytes(broken)
+    code, out, err = run(capsys, "--config", str(config), "import", str(path))
+    assert code == 0, err
+    assert "1 added" in out and "1 malformed" in out
+
+
+def test_demo_builds_an_encrypted_store(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code, out, err = run(capsys, "demo", "--no-ui")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["threads"] >= 60
+    assert info["due"] > 0 and info["overdue"] > 0
+    # The throwaway store is removed afterwards.
+    assert not list(tmp_path.glob("carebox-demo-*"))
