@@ -94,7 +94,7 @@ def test_import_then_queue_and_status(config: Path, capsys, monkeypatch) -> None
 def test_unreadable_import_is_one_line_and_writes_nothing(config: Path, tmp_path: Path, capsys, target) -> None:
     (tmp_path / "a_directory").mkdir()
     (tmp_path / "not_mail.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 10)
-    code, out, err = run(capsys, "--config", str(config), "import", str(tmp_path / target))
+    code, _out, err = run(capsys, "--config", str(config), "import", str(tmp_path / target))
     assert code == 1
     assert err.startswith("carebox: ") and err.count("\n") == 1
     assert "Traceback" not in err
