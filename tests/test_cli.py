@@ -146,3 +146,27 @@ def test_demo_builds_an_encrypted_store(capsys, tmp_path: Path, monkeypatch) -> 
     assert info["due"] > 0 and info["overdue"] > 0
     # The throwaway store is removed afterwards.
     assert not list(tmp_path.glob("carebox-demo-*"))
+
+
+def test_no_patient_data_in_any_file_carebox_writes(config: Path, tmp_path: Path, capsys) -> None:
+    """Import through the real parser and store, use the read commands, then look at every file
+    under the test's folders (store, config and data dirs) except the input mailbox itself."""
+    markers = ["Zqxmarkersubject", "Zqxmarkerbody", "Zqxmarkername", "zqxmarker@mail.example"]
+    mbox = tmp_path / "in.mbox"
+    mbox.write_bytes(
+        b"From zqxmarker@mail.example Mon Nov  3 10:00:00 2025\n"
+        b"From: Zqxmarkername Patient <zqxmarker@mail.example>\n"
+        b"To: dr.lindqvist@riverside-practice.example\nSubject: Zqxmarkersubject\n"
+        b"Message-ID: <zqxmarker.1@mail.example>\nDate: Mon, 03 Nov 2025 10:00:00 +0000\n\n"
+        b"Zqxmarkerbody text\n"
+    )
+    assert run(capsys, "--config", str(config), "import", str(mbox))[0] == 0
+    code, out, _ = run(capsys, "--config", str(config), "queue", "--json")
+    assert "Zqxmarkersubject" in out  # shown to the user on request...
+    run(capsys, "--config", str(config), "status")
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p not in (mbox, config)]
+    assert any(p.name == "carebox.db" for p in written)
+    for p in written:
+        data = p.read_bytes()
+        for marker in markers:
+            assert marker.encode() not in data, f"{marker} in {p.relative_to(tmp_path)}"  # ...never stored in clear
