@@ -161,7 +161,7 @@ def test_no_patient_data_in_any_file_carebox_writes(config: Path, tmp_path: Path
         b"Zqxmarkerbody text\n"
     )
     assert run(capsys, "--config", str(config), "import", str(mbox))[0] == 0
-    code, out, _ = run(capsys, "--config", str(config), "queue", "--json")
+    _code, out, _ = run(capsys, "--config", str(config), "queue", "--json")
     assert "Zqxmarkersubject" in out  # shown to the user on request...
     run(capsys, "--config", str(config), "status")
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p not in (mbox, config)]
