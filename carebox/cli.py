@@ -376,7 +376,28 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_passphrase(args: argparse.Namespace) -> int:
+    """Change the passphrase that wraps the store's key (headless machines)."""
+    from carebox.services.safety import record
+    from carebox.store.keys import change_passphrase
+
+    session = _session(args)
+    try:
+        new = os.environ.get("CAREBOX_NEW_PASSPHRASE") or _ask("New passphrase: ")
+        if not new:
+            raise UserError("no new passphrase given; nothing was changed")
+        if "CAREBOX_NEW_PASSPHRASE" not in os.environ and _ask("Repeat the new passphrase: ") != new:
+            raise UserError("the passphrases did not match; nothing was changed")
+        change_passphrase(session.store_dir, session.store.cipher.data_key(), new)
+        record(session.store, "key_change", "passphrase")
+    finally:
+        session.close()
+    print("passphrase changed")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "passphrase": cmd_passphrase,
     "demo": cmd_demo,
     "open": cmd_open,
     "import": cmd_import,
@@ -407,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="counts per folder, due, overdue, outbox, last sync")
     p.add_argument("--json", action="store_true")
     sub.add_parser("login", help="store the mail account's password in the keychain")
+    sub.add_parser("passphrase", help="change the passphrase that protects the store's key")
     p = sub.add_parser("patients", help="the patient directory")
     psub = p.add_subparsers(dest="patients_command", required=True)
     pi = psub.add_parser("import", help="load patients from a CSV (name,emails,phone,consent_date,last_visit,...)")

@@ -170,3 +170,17 @@ def test_no_patient_data_in_any_file_carebox_writes(config: Path, tmp_path: Path
         data = p.read_bytes()
         for marker in markers:
             assert marker.encode() not in data, f"{marker} in {p.relative_to(tmp_path)}"  # ...never stored in clear
+
+
+def test_passphrase_change_is_audited(config: Path, capsys, monkeypatch, no_keychain) -> None:
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "first passphrase")
+    assert run(capsys, "--config", str(config), "import", str(MBOX))[0] == 0
+    monkeypatch.setenv("CAREBOX_NEW_PASSPHRASE", "second passphrase")
+    code, out, err = run(capsys, "--config", str(config), "passphrase")
+    assert code == 0, err
+    monkeypatch.delenv("CAREBOX_NEW_PASSPHRASE")
+    assert run(capsys, "--config", str(config), "status")[0] == 1  # the old one no longer opens it
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "second passphrase")
+    code, out, _ = run(capsys, "--config", str(config), "audit", "show")
+    assert code == 0 and "key_change" in out
+    assert run(capsys, "--config", str(config), "audit", "verify")[0] == 0

@@ -40,6 +40,7 @@ class Cipher:
         self._aead: AESGCM | None = AESGCM(_derive(data_key, b"values v1"))
         self._token_key: bytes | None = _derive(data_key, b"tokens v1")
         self._audit_key: bytes | None = _derive(data_key, b"audit v1")
+        self._data_key: bytes | None = data_key  # kept only to re-wrap it (passphrase change)
 
     @property
     def locked(self) -> bool:
@@ -51,6 +52,12 @@ class Cipher:
         self._aead = None
         self._token_key = None
         self._audit_key = None
+        self._data_key = None
+
+    def data_key(self) -> bytes:
+        if self._data_key is None:
+            raise Locked("the store is locked")
+        return self._data_key
 
     def _need(self) -> AESGCM:
         if self._aead is None:

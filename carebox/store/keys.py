@@ -214,6 +214,22 @@ def unlock_data_key(store_dir: Path, ask: Callable[[str], str | None] | None = N
     raise WrongPassphrase(f"wrong passphrase ({TRIES} tries); nothing was changed")
 
 
+def change_passphrase(store_dir: Path, data_key: bytes, new_passphrase: str, *, scrypt_n: int = SCRYPT_N) -> None:
+    """Wrap the (already unlocked) data key with a new passphrase. The data itself is not
+    re-encrypted; the old key.json is replaced atomically."""
+    meta_path = store_dir / KEY_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("holder") != "passphrase" or meta.get("demo"):
+        raise KeyProblem("this store's key is held by the keychain; there is no passphrase to change")
+    if len(new_passphrase) < 8:
+        raise KeyProblem("the new passphrase must have at least 8 characters; nothing was changed")
+    new_meta = {k: v for k, v in meta.items() if k not in ("kdf", "n", "r", "p", "salt", "nonce", "wrapped")}
+    new_meta.update(_wrap(data_key, new_passphrase, scrypt_n))
+    if _unwrap(new_meta, new_passphrase) != data_key:  # pragma: no cover - defensive
+        raise KeyProblem("re-wrapping the key failed; nothing was changed")
+    _write_private(meta_path, json.dumps(new_meta, indent=1))
+
+
 def check_passphrase(store_dir: Path, passphrase: str) -> bytes:
     """For the lock screen: the data key if the passphrase (or keychain) opens it, else WrongPassphrase."""
     info = key_info(store_dir)

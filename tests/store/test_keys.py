@@ -103,3 +103,17 @@ def test_missing_keychain_entry_is_explained(tmp_path, memory_keyring) -> None:
 
 def test_default_scrypt_cost_is_the_documented_one() -> None:
     assert keys.SCRYPT_N == 2**17
+
+
+def test_change_passphrase(tmp_path, no_keychain) -> None:
+    from carebox.store.keys import change_passphrase
+
+    d = tmp_path / "store"
+    key = create_data_key(d, passphrase="old passphrase", scrypt_n=FAST_N)
+    with pytest.raises(KeyProblem, match="at least 8"):
+        change_passphrase(d, key, "short", scrypt_n=FAST_N)
+    change_passphrase(d, key, "new passphrase", scrypt_n=FAST_N)
+    assert unlock_data_key(d, lambda _p: "new passphrase") == key
+    with pytest.raises(WrongPassphrase):
+        unlock_data_key(d, lambda _p: "old passphrase")
+    assert stat.S_IMODE((d / "key.json").stat().st_mode) == 0o600
