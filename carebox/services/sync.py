@@ -1,0 +1,1151 @@
+"""IMAP sync: the configured folders of a real mailbox into the encrypted store.
+
+``sync_once`` is ``carebox sync``; :class:`BackgroundSync` keeps the app's store live (IDLE,
+reconnects with backoff, a status line for the status bar). Both run the same :class:`_SyncRun`.
+
+Per folder, in one pass:
+
+1. SELECT, with ``QRESYNC (uidvalidity highestmodseq)`` when the server and the stored position allow
+   it: flag changes and expunged UIDs arrive in that one round trip. Without QRESYNC: UID SEARCH ALL
+   (expunged = stored UIDs the server no longer has) plus UID FETCH FLAGS (``CHANGEDSINCE`` with
+   CONDSTORE, every message otherwise).
+2. A new UIDVALIDITY detaches the folder's rows (``syncstate.detach_folder``) and everything is
+   downloaded again; the download claims detached rows by content token, then Message-ID token.
+   Nothing is deleted; what is not found again stays, marked as deleted on the server, and the
+   report carries a one-line notice.
+3. New UIDs (``UIDNEXT``) are downloaded in batches of 250 (``ImapClient.fetch_batches``), parsed off
+   the event loop (worker processes for big downloads, a thread otherwise; a per-message time
+   budget), then sealed and committed one batch per transaction in a store thread. The folder's
+   ``uidnext`` advances only after its batch is committed (data before state); ``highestmodseq``
+   only when the whole folder is done. Fetching the next batch overlaps parsing and committing.
+4. Local flag changes waiting in the journal are pushed (``+FLAGS.SILENT`` / ``-FLAGS.SILENT``,
+   one STORE per distinct change) and marked done; until then they win over the server's flags.
+
+Threading runs every ``RETHREAD_EVERY`` batches and at the end (``rethread`` picks up every row
+with no thread, so a crash leaves nothing unthreaded past the next sync).
+
+A crash at any point leaves a store that the next sync completes: committed batches are never
+fetched twice (dedup by folder and UID), uncommitted ones are fetched again.
+
+Module-level imports are kept light on purpose: ``carebox sync``'s no-change path
+(:func:`quick_check`) must not load SQLModel, and the parse workers import this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from carebox.domain.models import Address, ParsedMessage
+from carebox.services.synclock import SyncBusy, SyncLock
+
+if TYPE_CHECKING:
+    from carebox.config import Config
+    from carebox.mail.imap import FetchedMessage, ImapClient, ImapSettings
+    from carebox.services.session import Session
+    from carebox.store.store import NewMessage, Store
+
+__all__ = [
+    "BATCH",
+    "BackgroundSync",
+    "FolderReport",
+    "MessageParser",
+    "SyncBusy",
+    "SyncProgress",
+    "SyncReport",
+    "SyncStatus",
+    "quick_check",
+    "sync_once",
+]
+
+log = logging.getLogger(__name__)
+
+BATCH = 250  # messages per FETCH and per commit (aioimaplib's FETCH parsing degrades beyond ~500)
+PARSE_BUDGET = 5.0  # seconds one message may take to parse before it is stored raw and flagged
+RETHREAD_EVERY = 8  # batches between threading runs during a long download (and once at the end)
+POOL_MIN = 400  # messages to download in a folder before worker processes are worth starting
+QUEUE_BATCHES = 2  # fetched batches waiting to be committed (memory bound: about 3 batches in flight)
+
+_PARSE_MODE_ENV = "CAREBOX_SYNC_PARSE"  # "process" or "thread": force a parse mode (benchmarks)
+
+
+# ---- progress, reports, status ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """What a progress display shows. ``phase``: connecting, checking, downloading, threading, done."""
+
+    phase: str
+    folder: str = ""
+    done: int = 0  # messages downloaded and committed in this folder
+    total: int = 0  # messages to download in this folder
+
+
+@dataclass
+class FolderReport:
+    folder: str
+    role: str = "other"
+    added: int = 0
+    already: int = 0  # downloaded again but already in the store (after a crash), or claimed
+    malformed: int = 0  # stored raw and flagged
+    flags_changed: int = 0  # rows whose flags the server changed
+    deleted_on_server: int = 0  # rows newly marked as expunged on the server
+    pushed: int = 0  # local flag changes sent to the server
+    reset: bool = False  # UIDVALIDITY changed
+    refound: int = 0  # after a reset: stored messages found again on the server
+    not_refound: int = 0  # after a reset: stored messages kept but no longer on the server
+    too_large: dict[int, int] = field(default_factory=dict)  # UID -> size, not downloaded
+    missing: bool = False  # the folder does not exist on the server
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.added or self.flags_changed or self.deleted_on_server or self.pushed or self.reset or self.refound
+        )
+
+    def line(self) -> str:
+        if self.missing:
+            return f"{self.folder}: not on the server"
+        parts = []
+        if self.added:
+            parts.append(f"{self.added} new")
+        if self.malformed:
+            parts.append(f"{self.malformed} kept raw (could not be read)")
+        if self.flags_changed:
+            parts.append(f"{self.flags_changed} flag changes")
+        if self.deleted_on_server:
+            parts.append(f"{self.deleted_on_server} deleted on server (kept here)")
+        if self.pushed:
+            parts.append(f"{self.pushed} local flag changes sent")
+        if self.reset:
+            parts.append(f"reset on the server, {self.refound} found again")
+        if self.too_large:
+            parts.append(f"{len(self.too_large)} too large to download")
+        return f"{self.folder}: " + (", ".join(parts) if parts else "up to date")
+
+
+@dataclass
+class SyncReport:
+    folders: list[FolderReport] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # one line each, for the user
+    threads: int = 0  # conversations created or updated
+    seconds: float = 0.0
+    quick: bool = False  # answered by the no-change check, nothing was opened
+
+    @property
+    def added(self) -> int:
+        return sum(f.added for f in self.folders)
+
+    @property
+    def changed(self) -> bool:
+        return any(f.changed for f in self.folders)
+
+    @property
+    def notice(self) -> str | None:
+        """All notices as one line (UIDVALIDITY reset, missing folder, too-large messages)."""
+        return " | ".join(self.notices) if self.notices else None
+
+    def line(self) -> str:
+        body = "; ".join(f.line() for f in self.folders) or "nothing to sync"
+        threads = f"; {self.threads} conversations updated" if self.threads else ""
+        return f"sync done: {body}{threads} ({self.seconds:.1f} s)"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """The background sync's state for the status bar; ``line()`` is what to show.
+
+    ``state``: starting, connecting, connected, syncing, offline, busy (another process syncs this
+    store), paused (the store is locked), stopped.
+    """
+
+    state: str = "starting"
+    folder: str = ""
+    done: int = 0
+    total: int = 0
+    offline_since: datetime | None = None
+    last_error: str | None = None  # one line, no mail content
+    last_sync: datetime | None = None
+    new_messages: int = 0  # added by the last sync
+
+    def line(self, tz: tzinfo | None = None) -> str:
+        if self.state == "syncing":
+            if self.total:
+                return f"syncing {self.done} of {self.total}"
+            return "syncing"
+        if self.state == "offline":
+            since = self.offline_since.astimezone(tz).strftime("%H:%M") if self.offline_since else "?"
+            why = f": {self.last_error}" if self.last_error else ""
+            return f"offline since {since}{why}"
+        if self.state == "busy":
+            return "not syncing: another carebox is syncing this store"
+        if self.state == "paused":
+            return "sync paused while carebox is locked"
+        if self.state == "connecting":
+            return "connecting"
+        if self.state == "connected":
+            return "connected"
+        if self.state == "stopped":
+            return "sync stopped"
+        return "starting"
+
+
+# ---- parsing off the event loop --------------------------------------------------------------------
+
+
+class _ParseTimeout(BaseException):  # BaseException: parse_message's last-resort `except Exception` must not eat it
+    pass
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _ParseTimeout
+
+
+_MSGID_RE = re.compile(rb"^message-id:[ \t]*<([^<>\r\n]{1,500})>", re.IGNORECASE | re.MULTILINE)
+
+
+def unparsed(raw: bytes, problem: str) -> ParsedMessage:
+    """What is kept of a message the parser could not finish: the raw bytes (stored beside it),
+    its Message-ID when a bounded look at its head finds one, and the problem."""
+    head = raw[: raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw[:65536] else 65536]
+    m = _MSGID_RE.search(head)
+    msgid = m.group(1).decode("ascii", "replace").strip() if m else ""
+    return ParsedMessage(
+        message_id=msgid,
+        in_reply_to=(),
+        references=(),
+        subject="",
+        sender=Address("", ""),
+        to=(),
+        cc=(),
+        reply_to=(),
+        date=None,
+        body="",
+        malformed=True,
+        problem=problem,
+    )
+
+
+def _parse_chunk(raws: list[bytes], budget: float) -> list[ParsedMessage]:
+    """Runs in a worker process's main thread: SIGALRM stops a parse that exceeds ``budget``."""
+    from carebox.mail.parse import parse_message
+
+    out: list[ParsedMessage] = []
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        for raw in raws:
+            signal.setitimer(signal.ITIMER_REAL, budget)
+            try:
+                out.append(parse_message(raw))
+            except _ParseTimeout:
+                out.append(unparsed(raw, f"reading it took longer than {budget:g} s: kept raw"))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    return out
+
+
+def _warm() -> int:
+    return os.getpid()
+
+
+class MessageParser:
+    """Parses batches of raw messages without blocking the event loop.
+
+    ``mode="process"``: a pool of worker processes (forkserver: clean children, no copy of the
+    app's threads), each message under a SIGALRM budget, with an outer deadline that kills the pool
+    if a worker is stuck in C code. ``mode="thread"``: a thread per message in flight; a message over
+    budget is given up on (its thread finishes on its own: every parser cost is capped).
+    ``mode="auto"`` uses processes for downloads of ``POOL_MIN`` messages or more on a machine with
+    at least 2 CPUs, threads otherwise. A message over budget is stored raw and flagged malformed.
+    """
+
+    def __init__(self, mode: str = "auto", *, budget: float = PARSE_BUDGET, workers: int | None = None) -> None:
+        mode = os.environ.get(_PARSE_MODE_ENV, mode)
+        if mode not in ("auto", "process", "thread"):
+            raise ValueError("parse mode must be auto, process or thread")
+        self.mode = mode
+        self.budget = budget
+        self.workers = workers or max(1, min(2, os.cpu_count() or 1))
+        self._pool: ProcessPoolExecutor | None = None
+        self._threads: ThreadPoolExecutor | None = None
+
+    def wants_pool(self, n_messages: int) -> bool:
+        if self.mode == "process":
+            return True
+        if self.mode == "thread":
+            return False
+        return n_messages >= POOL_MIN and (os.cpu_count() or 1) >= 2
+
+    def prestart(self) -> None:
+        """Start the worker processes now (they start in the background while the first batch downloads)."""
+        pool = self._get_pool()
+        for _ in range(self.workers):
+            pool.submit(_warm)
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["carebox.mail.parse"])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return self._pool
+
+    def _get_threads(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="carebox-parse")
+        return self._threads
+
+    async def parse(self, raws: Sequence[bytes], *, pool: bool = False) -> list[ParsedMessage]:
+        if not raws:
+            return []
+        if pool:
+            try:
+                return await self._parse_processes(list(raws))
+            except _PoolBroken:
+                log.warning("parse workers failed; parsing in a thread instead")
+        return await self._parse_threads(list(raws))
+
+    async def _parse_processes(self, raws: list[bytes]) -> list[ParsedMessage]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        loop = asyncio.get_running_loop()
+        pool = self._get_pool()
+        n_chunks = max(1, min(len(raws), self.workers * 4))
+        size = -(-len(raws) // n_chunks)
+        chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
+        futs = [loop.run_in_executor(pool, _parse_chunk, c, self.budget) for c in chunks]
+        for f in futs:
+            f.add_done_callback(_retrieve)
+        # every message has its own SIGALRM budget; this deadline only catches a stuck worker
+        deadline = self.budget * size * 2 + 30
+        out: list[ParsedMessage] = []
+        try:
+            for chunk, fut in zip(chunks, futs, strict=True):
+                try:
+                    out.extend(await asyncio.wait_for(asyncio.shield(fut), deadline))
+                except TimeoutError:
+                    self._kill_pool()
+                    out.extend(await self._parse_threads(chunk))
+                except BrokenProcessPool:
+                    self._kill_pool()
+                    raise _PoolBroken from None
+        finally:
+            for f in futs:
+                if not f.done():
+                    f.cancel()
+        return out
+
+    async def _parse_threads(self, raws: list[bytes]) -> list[ParsedMessage]:
+        from carebox.mail.parse import parse_message
+
+        loop = asyncio.get_running_loop()
+        out: list[ParsedMessage] = []
+        for raw in raws:
+            fut = loop.run_in_executor(self._get_threads(), parse_message, raw)
+            fut.add_done_callback(_retrieve)
+            try:
+                out.append(await asyncio.wait_for(asyncio.shield(fut), self.budget))
+            except TimeoutError:
+                # leave that thread to finish on its own; later messages get fresh threads
+                stuck, self._threads = self._threads, None
+                if stuck is not None:
+                    stuck.shutdown(wait=False, cancel_futures=True)
+                out.append(unparsed(raw, f"reading it took longer than {self.budget:g} s: kept raw"))
+        return out
+
+    def _kill_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        procs = list(getattr(pool, "_processes", {}).values())  # no public way to stop a running task
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _PoolBroken(Exception):
+    pass
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a worker future's outcome as seen (a given-up future must not log "never retrieved")."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+# ---- one sync pass over a connected client ---------------------------------------------------------
+
+
+_SETTABLE = re.compile(r"\\?[A-Za-z0-9$_.\-]+")
+
+
+def _settable(flag: str) -> bool:
+    return bool(_SETTABLE.fullmatch(flag)) and flag.lower() != "\\recent"
+
+
+def _server_flags(flags: Iterable[str]) -> frozenset[str]:
+    return frozenset(f for f in flags if f.lower() != "\\recent")
+
+
+def configured_folders(config: Config) -> list[tuple[str, str]]:
+    """(folder, role) to sync: inbox, sent, then the extra folders, each once."""
+    account = config.account
+    if account is None:
+        return []
+    f = account.folders
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, role in ((f.inbox, "inbox"), (f.sent, "sent"), *((x, "other") for x in f.extra)):
+        key = name.upper() if name.upper() == "INBOX" else name
+        if name and key not in seen:
+            seen.add(key)
+            out.append((name, role))
+    return out
+
+
+def _inspectors(session: Session) -> list[Any]:
+    try:
+        from carebox.services.safety import safety_inspector
+    except ImportError:  # pragma: no cover - the safety service is part of this build
+        return []
+    return [safety_inspector(session.store, session.config)]
+
+
+class _SyncRun:
+    """One pass over every configured folder with one connected client."""
+
+    def __init__(
+        self,
+        session: Session,
+        client: ImapClient,
+        *,
+        parser: MessageParser,
+        progress: Callable[[SyncProgress], None] | None = None,
+        store_executor: ThreadPoolExecutor | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.session = session
+        self.store: Store = session.store
+        self.client = client
+        self.parser = parser
+        self.progress = progress
+        self.report = SyncReport()
+        self._own_executor = store_executor is None
+        self._db_pool = store_executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="carebox-store")
+        self._now = now or (lambda: datetime.now(UTC))
+        self._stale_threads: set[str] = set()  # summaries to refresh (flags changed)
+        self._batches_since_thread = 0
+        self._inspectors: list[Any] | None = None
+
+    # -- plumbing --
+
+    async def db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a store call in the store thread: the event loop (the UI's) never waits on SQLite or AES."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_pool, functools.partial(fn, *args, **kwargs))
+
+    def _tell(self, phase: str, folder: str = "", done: int = 0, total: int = 0) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(SyncProgress(phase, folder, done, total))
+            except Exception:  # a display problem must not stop the sync
+                log.exception("sync progress callback failed")
+
+    def close(self) -> None:
+        if self._own_executor:
+            self._db_pool.shutdown(wait=True)
+
+    # -- the pass --
+
+    async def run(self, folders: Sequence[tuple[str, str]] | None = None) -> SyncReport:
+        started = time.monotonic()
+        todo = list(folders) if folders is not None else configured_folders(self.session.config)
+        for name, role in todo:
+            self.report.folders.append(await self._folder(name, role))
+        self._tell("threading")
+        await self.db(self._thread_all)
+        self.report.seconds = time.monotonic() - started
+        self._tell("done")
+        return self.report
+
+    def _thread_all(self) -> None:
+        from carebox.services.threads import refresh_threads, rethread
+
+        if self._inspectors is None:
+            self._inspectors = _inspectors(self.session)
+        ids = rethread(self.store, self.session.policy, self._inspectors)
+        self.report.threads += len(ids)
+        stale = sorted(self._stale_threads - ids)
+        self._stale_threads.clear()
+        if stale:
+            existing = set(self.store.thread_facts(stale))
+            stale = [t for t in stale if t in existing]
+            for i in range(0, len(stale), 2000):
+                refresh_threads(
+                    self.store, self.session.policy, thread_ids=stale[i : i + 2000], inspectors=self._inspectors
+                )
+            self.report.threads += len(stale)
+        self._batches_since_thread = 0
+
+    async def _folder(self, name: str, role: str) -> FolderReport:
+        from carebox.mail.imap import ImapProtocolError
+        from carebox.store import syncstate as S
+
+        fr = FolderReport(name, role)
+        client = self.client
+        self._tell("checking", name)
+        st = await self.db(S.folder_state, self.store, name)
+        qresync = (st.uidvalidity, st.highestmodseq) if st and st.uidvalidity and st.highestmodseq else None
+        try:
+            info = await client.select(name, qresync=qresync)
+        except ImapProtocolError as exc:
+            if client.broken or "does not exist" not in str(exc):
+                raise
+            fr.missing = True
+            self.report.notices.append(
+                f"folder {name!r} does not exist on the server: it was not synced (check [account.folders])"
+            )
+            return fr
+        uv = info.uidvalidity
+        known = await self.db(S.known_messages, self.store, name)
+        reset_key = f"sync.reset.{name}"
+        if st is not None and st.uidvalidity is not None and st.uidvalidity != uv:
+            # the server renumbered the folder: re-match everything, delete nothing
+            detached_before = await self.db(S.count_detached, self.store, name)
+            await self.db(self.store.set_meta, reset_key, str(len(known) + detached_before))
+            await self.db(S.detach_folder, self.store, name, role=role, uidvalidity=uv)
+            known, st = {}, await self.db(S.folder_state, self.store, name)
+        elif known and (st is None or st.uidvalidity is None):
+            # rows from a first batch whose position was never written (crash in between):
+            # their UIDVALIDITY is unknown, so they are re-matched like after a reset (same bytes)
+            await self.db(S.detach_folder, self.store, name, role=role, uidvalidity=uv)
+            known, st = {}, await self.db(S.folder_state, self.store, name)
+        same = st is not None and st.uidvalidity == uv
+        start = st.uidnext if same and st is not None and st.uidnext else 1
+
+        # Read everything the server says first; the store is written only once messages arrive
+        # (a server failing in the middle of a download leaves the store as it was).
+        new_uids: list[int] | None = None
+        updates: list[tuple[int, frozenset[str], int | None]] = []
+        vanished: list[int] = []
+        if known:
+            if info.qresync_applied:
+                updates = [(u.uid, _server_flags(u.flags), u.modseq) for u in info.changed]
+                vanished = list(info.vanished)
+            else:
+                server_uids = await client.search_uids("ALL") if info.exists else []
+                present = set(server_uids)
+                vanished = [u for u, k in known.items() if not k.deleted_on_server and u not in present]
+                new_uids = [u for u in server_uids if u >= start and u not in known]
+                if not info.exists:
+                    flag_list = []
+                elif client.condstore_enabled and st is not None and st.highestmodseq:
+                    flag_list = await client.uid_flags("1:*", changedsince=st.highestmodseq)
+                else:
+                    flag_list = await client.uid_flags("1:*")
+                updates = [
+                    (u.uid, _server_flags(u.flags), u.modseq)
+                    for u in flag_list
+                    if u.uid in known
+                    and (u.modseq != known[u.uid].modseq or _server_flags(u.flags) != known[u.uid].flags)
+                ]
+            updates = [x for x in updates if x[0] in known]
+        if new_uids is None:
+            if not info.exists or (info.uidnext and info.uidnext <= start):
+                new_uids = []
+            else:
+                found = await client.search_uids(f"UID {start}:*")
+                new_uids = [u for u in found if u >= start and u not in known]
+
+        if new_uids:
+            await self._download(name, role, uv, new_uids, fr)
+        if updates:
+            n, threads = await self.db(S.apply_server_flags, self.store, name, updates)
+            fr.flags_changed += n
+            self._stale_threads |= threads
+        if vanished:
+            n, threads = await self.db(S.mark_deleted_on_server, self.store, name, vanished)
+            fr.deleted_on_server += n
+            self._stale_threads |= threads
+
+        await self._push(name, fr)
+
+        if await self.db(self.store.get_meta, reset_key):
+            before = int(await self.db(self.store.get_meta, reset_key) or 0)
+            left = await self.db(S.count_detached, self.store, name)
+            fr.reset = True
+            fr.not_refound = left
+            fr.refound = max(0, before - left)
+            self.report.notices.append(
+                f"folder {name!r} was renumbered on the server (UIDVALIDITY changed): {fr.refound} of {before} "
+                f"stored messages were found again; {left} no longer on the server are kept here and marked "
+                "as deleted on the server. Nothing was deleted."
+            )
+        if fr.too_large:
+            uid, size = next(iter(sorted(fr.too_large.items())))
+            limit = self.client.settings.max_literal_bytes
+            more = f" and {len(fr.too_large) - 1} more" if len(fr.too_large) > 1 else ""
+            self.report.notices.append(
+                f"folder {name!r}: message UID {uid}{more} is larger than the {limit // (1024 * 1024)} MB download "
+                f"limit ({size // (1024 * 1024)} MB) and was not downloaded; read it in your webmail"
+            )
+
+        uidnext = info.uidnext or (max(new_uids) + 1 if new_uids else start)
+        await self.db(
+            S.save_position,
+            self.store,
+            name,
+            role=role,
+            uidvalidity=uv,
+            uidnext=uidnext,
+            highestmodseq=info.highestmodseq,
+            last_sync=self._now(),
+        )
+        if fr.reset:
+            await self.db(self.store.set_meta, reset_key, "")
+        self._tell("checking", name, 0, 0)
+        return fr
+
+    async def _download(self, name: str, role: str, uv: int, uids: list[int], fr: FolderReport) -> None:
+        from carebox.mail.imap import ImapMessageTooLarge
+
+        client = self.client
+        total = len(uids)
+        done = 0
+        use_pool = self.parser.wants_pool(total)
+        if use_pool:
+            self.parser.prestart()
+        claims = await self.db(_has_uidless, self.store, name)
+        self._tell("downloading", name, 0, total)
+        queue: asyncio.Queue[tuple[list[FetchedMessage], asyncio.Future[list[ParsedMessage]]]] = asyncio.Queue(
+            QUEUE_BATCHES
+        )
+
+        async def produce() -> None:
+            remaining = uids
+            while remaining:
+                try:
+                    async for batch in client.fetch_batches(remaining, BATCH):
+                        fut = asyncio.ensure_future(self.parser.parse([m.raw for m in batch], pool=use_pool))
+                        await queue.put((batch, fut))
+                    remaining = []
+                except ImapMessageTooLarge as exc:  # nothing was downloaded by that call
+                    fr.too_large.update(exc.oversized)
+                    remaining = [u for u in remaining if u not in exc.oversized]
+
+        async def commit(batch: list[FetchedMessage], fut: asyncio.Future[list[ParsedMessage]]) -> None:
+            nonlocal done
+            parsed = await fut
+            await self.db(self._store_batch, name, role, uv, batch, parsed, fr, claims)
+            done += len(batch)
+            self._tell("downloading", name, done, total)
+            self._batches_since_thread += 1
+            if self._batches_since_thread >= RETHREAD_EVERY:
+                await self.db(self._thread_all)
+
+        prod = asyncio.ensure_future(produce())
+        try:
+            while True:
+                get = asyncio.ensure_future(queue.get())
+                finished, _ = await asyncio.wait({get, prod}, return_when=asyncio.FIRST_COMPLETED)
+                if get in finished:
+                    await commit(*get.result())
+                    continue
+                get.cancel()
+                # the download ended (or failed): commit the complete batches that arrived first
+                while not queue.empty():
+                    await commit(*queue.get_nowait())
+                prod.result()
+                break
+        finally:
+            if not prod.done():
+                prod.cancel()
+                with contextlib.suppress(BaseException):
+                    await prod
+            while not queue.empty():
+                _, fut = queue.get_nowait()
+                fut.cancel()
+
+    def _store_batch(
+        self,
+        name: str,
+        role: str,
+        uv: int,
+        batch: list[FetchedMessage],
+        parsed: list[ParsedMessage],
+        fr: FolderReport,
+        claims: bool,
+    ) -> None:
+        """In the store thread: claim re-found rows, add the rest (one transaction), then move the
+        position past this batch (data before state)."""
+        from carebox.store import syncstate as S
+        from carebox.store.store import NewMessage
+
+        items: list[NewMessage] = [
+            NewMessage(
+                raw=m.raw,
+                parsed=p,
+                uid=m.uid,
+                flags=_server_flags(m.flags),
+                internal_date=m.internaldate,
+                source=f"imap:{m.uid}",
+            )
+            for m, p in zip(batch, parsed, strict=True)
+        ]
+        if claims:
+            claim_items = [
+                S.ClaimItem(
+                    it.uid or 0,
+                    it.flags,
+                    None,
+                    S.content_token(self.store, it.raw),
+                    S.msgid_token(self.store, it.parsed.message_id) if it.parsed.message_id else "",
+                )
+                for it in items
+            ]
+            result = S.claim_detached(self.store, name, claim_items)
+            fr.already += len(result.claimed)
+            self._stale_threads |= result.threads
+            items = [it for it in items if it.uid not in result.claimed]
+        added = self.store.add_messages(name, items, role=role)
+        fr.added += len(added.added)
+        fr.already += added.duplicates
+        fr.malformed += added.malformed
+        if claims:
+            S.mark_present(self.store, name, [m.uid for m in batch])
+        S.save_position(self.store, name, role=role, uidvalidity=uv, uidnext=max(m.uid for m in batch) + 1)
+
+    async def _push(self, name: str, fr: FolderReport) -> None:
+        """Send the journaled local flag changes of this folder, then mark them done."""
+        from carebox.mail.imap import ImapProtocolError
+        from carebox.store import syncstate as S
+
+        pending = await self.db(S.pending_flag_changes, self.store, name)
+        if not pending:
+            return
+        done_ids: list[int] = []
+        groups: dict[tuple[frozenset[str], frozenset[str]], list[S.PendingPush]] = {}
+        for p in pending:
+            if p.deleted_on_server:
+                done_ids.extend(p.journal_ids)  # no server copy to change any more
+                continue
+            if p.uid is None:
+                continue  # a local copy not on the server yet: pushed once it has a UID
+            add = frozenset(f for f in p.add if _settable(f))
+            remove = frozenset(f for f in p.remove if _settable(f))
+            if not add and not remove:
+                done_ids.extend(p.journal_ids)
+                continue
+            groups.setdefault((add, remove), []).append(p)
+        problem = None
+        for (add, remove), items in groups.items():
+            try:
+                await self.client.store_flags([p.uid for p in items if p.uid is not None], add=add, remove=remove)
+            except ImapProtocolError as exc:
+                if self.client.broken:
+                    raise
+                problem = str(exc)
+                continue
+            fr.pushed += len(items)
+            for p in items:
+                done_ids.extend(p.journal_ids)
+        await self.db(S.mark_flag_changes_done, self.store, done_ids)
+        if problem:
+            self.report.notices.append(
+                f"folder {name!r}: some local flag changes could not be sent ({problem}); they are kept and retried"
+            )
+
+
+def _has_uidless(store: Store, name: str) -> bool:
+    from sqlalchemy import select
+
+    from carebox.store import syncstate as S
+    from carebox.store import tables as T
+
+    st = S.folder_state(store, name)
+    if st is None:
+        return False
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(T.Message.id).where(T.Message.folder_id == st.id, T.Message.uid.is_(None)).limit(1)  # type: ignore[union-attr]
+        ).first()
+    return row is not None
+
+
+# ---- carebox sync -----------------------------------------------------------------------------------
+
+
+def _default_factory(settings: ImapSettings) -> ImapClient:
+    from carebox.mail.imap import ImapClient
+
+    return ImapClient(settings)
+
+
+async def sync_once(
+    session: Session,
+    *,
+    client_factory: Callable[[ImapSettings], ImapClient] | None = None,
+    progress: Callable[[SyncProgress], None] | None = None,
+    parser: MessageParser | None = None,
+    lock: bool = True,
+) -> SyncReport:
+    """One sync of the configured folders (``carebox sync``).
+
+    Raises ``SyncBusy`` when another process syncs this store, ``AccountProblem`` when the
+    account cannot be used, and ``ImapError`` subclasses (one line each) for server problems;
+    whatever was committed before an error stays, and the next sync continues from there.
+    """
+    from carebox.services.accounts import imap_settings
+
+    held = SyncLock(session.store_dir).acquire() if lock else None
+    own_parser = parser is None
+    parser = parser or MessageParser()
+    try:
+        if progress is not None:
+            progress(SyncProgress("connecting"))
+        settings = imap_settings(session.config, session.store)
+        client = (client_factory or _default_factory)(settings)
+        run = _SyncRun(session, client, parser=parser, progress=progress)
+        try:
+            await client.connect()
+            report = await run.run()
+        finally:
+            with contextlib.suppress(Exception):
+                await client.logout()
+            run.close()
+        return report
+    finally:
+        if own_parser:
+            parser.close()
+        if held is not None:
+            held.release()
+
+
+# ---- the no-change fast path of `carebox sync` ---------------------------------------------------
+
+
+def _quick_settings(config: Config) -> ImapSettings | None:
+    """ImapSettings from the config and the keychain or password_command, without the store.
+    (The same as services.accounts.imap_settings minus the sealed-password fallback, which
+    needs the store key; that module imports the store, which is what this path avoids.)"""
+    from carebox.mail.imap import ImapSettings
+    from carebox.mail.tls import TlsMode
+    from carebox.store.keys import get_account_password
+
+    account = config.account
+    if account is None:
+        return None
+    try:
+        password = get_account_password(account.address, account.password_command)
+    except Exception:
+        return None
+    if not password:
+        return None
+    s = account.imap
+    port = s.port or {"implicit": 993, "starttls": 143, "none": 143}[s.tls]
+    return ImapSettings(
+        host=s.host,
+        port=port,
+        username=account.username,
+        password=password,
+        tls=TlsMode(s.tls),
+        ca_file=s.ca_file,
+        allow_insecure=s.allow_insecure,
+    )
+
+
+async def quick_check(
+    config: Config,
+    store_dir: Path,
+    *,
+    client_factory: Callable[[ImapSettings], ImapClient] | None = None,
+) -> SyncReport | None:
+    """Answer a no-change ``carebox sync`` without opening the store: read each folder's
+    position (clear columns, read-only, no key), STATUS each folder, and return a report when
+    nothing changed anywhere (same UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and message count; no
+    local flag change waiting; nothing unthreaded). None means: do the full sync. Connection,
+    TLS and login failures raise ``ImapError`` as the full sync would. Hold the SyncLock around it."""
+    from carebox.store.syncstate import quick_state
+
+    started = time.monotonic()
+    folders = configured_folders(config)
+    state = quick_state(store_dir)
+    if state is None or not folders or state.unthreaded:
+        return None
+    for name, _ in folders:
+        f = state.folders.get(name)
+        if f is None or not (f.uidvalidity and f.uidnext and f.highestmodseq):
+            return None
+        if state.pending_by_folder.get(name):
+            return None
+    settings = _quick_settings(config)
+    if settings is None:
+        return None
+    from carebox.mail.imap import ImapProtocolError
+
+    client = (client_factory or _default_factory)(settings)
+    report = SyncReport(quick=True)
+    try:
+        await client.connect()  # connection, TLS and login errors are raised: the full sync would meet them too
+        if "CONDSTORE" not in client.capabilities:
+            return None
+        for name, role in folders:
+            f = state.folders[name]
+            try:
+                st = await client.status(name)
+            except ImapProtocolError:  # e.g. a missing folder: the full sync reports it
+                return None
+            if (
+                st.get("UIDVALIDITY") != f.uidvalidity
+                or st.get("UIDNEXT") != f.uidnext
+                or st.get("HIGHESTMODSEQ") != f.highestmodseq
+                or st.get("MESSAGES") != f.on_server
+            ):
+                return None
+            report.folders.append(FolderReport(name, role))
+    finally:
+        with contextlib.suppress(Exception):
+            await client.logout()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# ---- the app's background sync ----------------------------------------------------------------------
+
+
+BACKOFF = (2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class BackgroundSync:
+    """Keeps the store in step with the server while the app runs.
+
+    ``start()`` launches a task on the running loop: sync everything, then IDLE on the inbox;
+    new mail or flag changes wake it for an incremental sync; every ``resync_every`` seconds it
+    syncs every folder anyway (which also proves the connection alive: a half-open connection
+    fails the IDLE's DONE within the settings' timeout). A failure closes the client, shows
+    "offline since HH:MM" and retries with backoff (2 s, 5 s, ... 5 min); ``wake()`` retries or
+    syncs at once ("sync now"; also call it after journaling a local flag change to push it).
+    The sync lock is held while running; if another process holds it, the status says so and
+    it retries. Store work runs in a thread, parsing in workers: the event loop never blocks.
+
+    The status bar reads ``status.line(tz)``, or subscribes with ``on_status``; ``on_synced``
+    gets each :class:`SyncReport` (refresh the inbox when ``report.added`` or ``report.changed``).
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        client_factory: Callable[[ImapSettings], ImapClient] | None = None,
+        on_status: Callable[[SyncStatus], None] | None = None,
+        on_synced: Callable[[SyncReport], None] | None = None,
+        resync_every: float = 300.0,
+        backoff: Sequence[float] = BACKOFF,
+        parser: MessageParser | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.session = session
+        self.client_factory = client_factory or _default_factory
+        self.on_status = on_status
+        self.on_synced = on_synced
+        self.resync_every = resync_every
+        self.backoff = tuple(backoff) or BACKOFF
+        self.parser = parser or MessageParser()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._status = SyncStatus()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: ImapClient | None = None
+        self._lock = SyncLock(session.store_dir)
+        self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carebox-store")
+        self._failures = 0
+        self.syncs = 0  # completed sync passes
+        self.last_report: SyncReport | None = None
+
+    # -- public --
+
+    @property
+    def status(self) -> SyncStatus:
+        return self._status
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(self._main(), name="carebox-background-sync")
+
+    def wake(self) -> None:
+        """Sync now (or retry now when offline)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await self._drop_client()
+        self._lock.release()
+        self.parser.close()
+        self._db_pool.shutdown(wait=True)
+        self._set(state="stopped")
+
+    # -- internals --
+
+    def _set(self, **changes: Any) -> None:
+        import dataclasses
+
+        self._status = dataclasses.replace(self._status, **changes)
+        if self.on_status is not None:
+            try:
+                self.on_status(self._status)
+            except Exception:
+                log.exception("sync status callback failed")
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.logout(), 5)
+
+    async def _sleep_or_wake(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until ``wake()``; True when woken."""
+        woken = True
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            woken = False
+        self._wake.clear()
+        return woken
+
+    def _progress(self, p: SyncProgress) -> None:
+        if p.phase == "downloading":
+            self._set(state="syncing", folder=p.folder, done=p.done, total=p.total)
+        elif p.phase in ("checking", "threading") and self._status.state != "syncing":
+            self._set(state="syncing", folder=p.folder, done=0, total=0)
+
+    async def _main(self) -> None:
+        from carebox.mail.imap import ImapError
+        from carebox.services.accounts import AccountProblem
+        from carebox.store.crypto import Locked
+
+        while True:
+            try:
+                if self.session.store.cipher.locked:
+                    self._set(state="paused")
+                    await self._drop_client()
+                    await self._sleep_or_wake(30.0)
+                    continue
+                self._lock.acquire()
+                await self._connected_loop()
+            except asyncio.CancelledError:
+                raise
+            except SyncBusy:
+                self._set(state="busy")
+                await self._retry_later()
+                continue
+            except Locked:
+                await self._drop_client()
+                await self._sleep_or_wake(1.0)
+                continue  # shows "paused" on the next turn
+            except (ImapError, AccountProblem, OSError) as exc:
+                message = str(exc) or type(exc).__name__
+            except Exception as exc:  # never let the background task die silently
+                log.exception("background sync failed")
+                message = f"unexpected sync error ({type(exc).__name__})"
+            else:
+                continue
+            await self._drop_client()
+            if self._status.state != "offline":
+                self._set(state="offline", offline_since=self._clock(), last_error=message, done=0, total=0)
+            else:
+                self._set(last_error=message)
+            await self._retry_later()
+
+    async def _retry_later(self) -> None:
+        delay = self.backoff[min(self._failures, len(self.backoff) - 1)]
+        self._failures += 1
+        if await self._sleep_or_wake(delay):
+            self._failures = 0  # the user asked to retry now
+
+    async def _connected_loop(self) -> None:
+        from carebox.services.accounts import imap_settings
+
+        self._set(state="connecting")
+        settings = await asyncio.get_running_loop().run_in_executor(
+            self._db_pool, imap_settings, self.session.config, self.session.store
+        )
+        client = self.client_factory(settings)
+        self._client = client
+        await client.connect()
+        folders = configured_folders(self.session.config)
+        inbox = folders[0][0] if folders else "INBOX"
+        full_due = 0.0
+        while True:
+            loop = asyncio.get_running_loop()
+            everything = loop.time() >= full_due
+            self._wake.clear()
+            run = _SyncRun(
+                self.session,
+                client,
+                parser=self.parser,
+                progress=self._progress,
+                store_executor=self._db_pool,
+                now=self._clock,
+            )
+            report = await run.run(folders if everything else [f for f in folders if f[0] == inbox])
+            if everything:
+                full_due = loop.time() + self.resync_every
+            self.syncs += 1
+            self._failures = 0
+            self.last_report = report
+            self._set(
+                state="connected",
+                offline_since=None,
+                last_error=None,
+                last_sync=self._clock(),
+                new_messages=report.added,
+                done=0,
+                total=0,
+                folder="",
+            )
+            if self.on_synced is not None:
+                try:
+                    self.on_synced(report)
+                except Exception:
+                    log.exception("sync report callback failed")
+            if client.selected != inbox:
+                await client.select(inbox)
+            wait = max(1.0, full_due - loop.time())
+            events = await client.idle(timeout=wait, wake=self._wake)
+            if self._wake.is_set():
+                full_due = 0.0  # "sync now" means every folder
+            elif not events:
+                full_due = 0.0
