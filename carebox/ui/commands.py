@@ -25,7 +25,7 @@ def _runnable(screen: object, act: Act) -> bool:
 
 
 class CareboxCommands(Provider):
-    def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
+    def _commands(self) -> list[tuple[str, Callable[[], object], str, str]]:
         screen = self.screen
         app = self.app
         if getattr(app, "locked", False):
@@ -33,7 +33,7 @@ class CareboxCommands(Provider):
         else:
             scope = getattr(screen, "SCOPE", None)
             scope_acts = [a for a in ACTIONS if a.palette and (scope in a.scopes or APP in a.scopes)]
-        out: list[tuple[str, Callable[[], object], str]] = []
+        out: list[tuple[str, Callable[[], object], str, str]] = []
         keys_of = getattr(app, "keys_of", lambda i: "")
         for act in scope_acts:
             if not _runnable(screen, act):
@@ -42,18 +42,20 @@ class CareboxCommands(Provider):
             target = app if action.startswith("app.") else screen
             run = partial(target.run_action, action.removeprefix("app."))
             keys = keys_of(act.id)
-            out.append((act.help, run, f"key {keys} · id {act.id}" if keys else f"id {act.id}"))
+            help_text = f"key {keys} · id {act.id}" if keys else f"id {act.id}"
+            out.append((act.help, run, help_text, f"{act.label} {act.id.replace('_', ' ')}"))
         for name in getattr(app, "carebox_themes", []):
-            out.append((f"Theme: {name}", partial(setattr, app, "theme", name), f"Switch to the {name} theme"))
+            run_theme = partial(setattr, app, "theme", name)
+            out.append((f"Theme: {name}", run_theme, f"Switch to the {name} theme", f"theme {name}"))
         return out
 
     async def discover(self) -> Hits:
-        for display, run, help_text in self._commands():
+        for display, run, help_text, _keywords in self._commands():
             yield DiscoveryHit(Text(display), run, text=display, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for display, run, help_text in self._commands():
-            score = max(matcher.match(display), matcher.match(help_text) * 0.8)
+        for display, run, help_text, keywords in self._commands():
+            score = max(matcher.match(keywords), matcher.match(display) * 0.6)
             if score > 0:
                 yield Hit(score, matcher.highlight(display), run, text=display, help=help_text)

@@ -86,14 +86,18 @@ def patient_label(name: str, addr: str, max_len: int = 30) -> Text:
     return safe_line(name or addr or "(no sender)", max_len)
 
 
-def tag_label(tag: str | None, suggested: str | None, categories: Mapping[str, str], palette: Palette) -> Text:
+def tag_label(
+    tag: str | None, suggested: str | None, categories: Mapping[str, str], palette: Palette, width: int = 14
+) -> Text:
+    """The tag as set (a category's label, "→ phone"), else the suggestion in muted italics
+    ("Billing?")."""
     if tag:
         if tag.startswith("redirect:"):
             return Text(f"→ {tag.split(':', 1)[1]}", no_wrap=True)
-        return Text(clean_line(categories.get(tag, tag), 24), no_wrap=True)
+        return Text(clean_line(categories.get(tag, tag), width), no_wrap=True)
     if suggested:
         name = suggested.split(":", 1)[1] if suggested.startswith("redirect:") else categories.get(suggested, suggested)
-        return Text(f"{clean_line(name, 20)}?", style=f"italic {palette.muted}", no_wrap=True)
+        return Text(f"{clean_line(name, width - 1)}?", style=f"italic {palette.muted}", no_wrap=True)
     return Text("")
 
 

@@ -21,21 +21,39 @@ from textual.theme import Theme
 THEME_DIR = Path(__file__).resolve().parents[2] / "themes"
 DEFAULT_THEME = "carebox-dark"
 CAREBOX_VARIABLES = ("alarm", "caution", "ok", "selected")
-# Used when even the default theme file is unusable: plain and readable, no file needed.
+# Used when even the default theme file is unusable: the dark theme's main colours, no file needed.
 FALLBACK = Theme(
     name=DEFAULT_THEME,
     dark=True,
-    primary="#4C8DBF",
-    secondary="#6A7F91",
-    accent="#D9A441",
-    warning="#E0B45A",
+    primary="#5B9BD5",
+    secondary="#7C8FA3",
+    accent="#D4A656",
+    warning="#E5B567",
     error="#E06C75",
-    success="#7FBF7F",
-    foreground="#E6E6E6",
-    background="#16191D",
-    surface="#1C2026",
-    panel="#262C34",
-    variables={"alarm": "#FF8A8A", "caution": "#E8C170", "ok": "#8FD18F", "selected": "#9CCBF2"},
+    success="#82C785",
+    foreground="#E4E7EB",
+    background="#15191E",
+    surface="#1B2027",
+    panel="#262D36",
+    variables={
+        "text": "#E4E7EB",
+        "text-muted": "#AAB3BD",
+        "text-error": "#FF9494",
+        "text-warning": "#F0C674",
+        "text-success": "#96D69A",
+        "text-primary": "#8CC4F0",
+        "alarm": "#FF9494",
+        "caution": "#F0C674",
+        "ok": "#96D69A",
+        "selected": "#8CC4F0",
+        "block-cursor-background": "#2E4257",
+        "block-cursor-foreground": "#FFFFFF",
+        "footer-background": "#262D36",
+        "footer-key-foreground": "#8CC4F0",
+        "footer-description-foreground": "#E4E7EB",
+        "input-cursor-background": "#E4E7EB",
+        "input-cursor-foreground": "#15191E",
+    },
 )
 
 _FIELDS = {

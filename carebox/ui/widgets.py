@@ -55,13 +55,14 @@ class ViewBar(Static):
 THREAD_COLUMNS = (
     ("sel", " ", 1),
     ("flag", "", 6),
-    ("due", "Due", 14),
-    ("patient", "Patient", 24),
+    ("due", "Due", 15),
+    ("patient", "Patient", 20),
     ("badge", "Sender", 12),
     ("subject", "Subject", None),
     ("count", "#", 3),
-    ("tag", "Tag", 20),
+    ("tag", "Tag", 14),
 )
+FIXED_WIDTH = sum(w for _, _, w in THREAD_COLUMNS if w) + 2 * len(THREAD_COLUMNS) + 2  # cell padding, scrollbar
 
 
 class ThreadTable(DataTable[Any]):
@@ -89,7 +90,7 @@ class ThreadTable(DataTable[Any]):
             sel,
             flag,
             countdown(row.due_at, now, row.state.value, palette),
-            patient_label(row.patient_name, row.patient_addr, 24),
+            patient_label(row.patient_name, row.patient_addr, 20),
             badge_text(badge[0], badge[1], palette),
             safe_line(row.subject or "(no subject)", subject_width),
             Text(str(row.message_count), justify="right"),

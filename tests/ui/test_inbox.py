@@ -22,7 +22,7 @@ async def test_open_move_down_open_thread_shows_it(session, make_app) -> None:
         ranked = inbox.ranked_ids(session.store, NOW, "due")
         assert [r.id for r in box.rows] == ranked
         text = screen_text(app)
-        assert "URGENT" in text and "Maria Lopez" in text and "overdue 14h" in text
+        assert "URGENT" in text and "Maria Lopez" in text and "overdue 2d 14h" in text
         await pilot.press("down", "enter")
         await pilot.pause()
         assert isinstance(app.screen, ThreadScreen)

@@ -205,7 +205,7 @@ class HelpScreen(ModalScreen[None]):
     def __init__(self, keys_of: Any, display: Any, problems: Sequence[str] = ()) -> None:
         super().__init__()
         self.keys_of = keys_of  # binding id -> effective key string
-        self.display = display  # key string -> how it is shown
+        self.key_display = display  # key string -> how it is shown
         self.problems = list(problems)
 
     def compose(self) -> ComposeResult:
@@ -226,7 +226,7 @@ class HelpScreen(ModalScreen[None]):
                 continue
             table.add_row(Text(title, style="bold underline"), Text(""), Text(""))
             for a in acts:
-                keys = " / ".join(self.display(k) for k in self.keys_of(a.id).split(","))
+                keys = " / ".join(self.key_display(k) for k in self.keys_of(a.id).split(","))
                 also = [SCOPE_TITLES[s].lower() for s in a.scopes[1:]]
                 text = a.help + (f" (also on a {', '.join(also)})" if also else "")
                 table.add_row(Text(keys, style="bold"), Text(a.id), Text(text))

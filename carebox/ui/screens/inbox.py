@@ -23,7 +23,7 @@ from carebox.services.inbox import ThreadRow
 from carebox.ui import ops
 from carebox.ui.actions import INBOX, bindings
 from carebox.ui.render import safe_line
-from carebox.ui.widgets import VIEW_TITLES, OutboxTable, StatusBar, ThreadTable, ViewBar
+from carebox.ui.widgets import FIXED_WIDTH, VIEW_TITLES, OutboxTable, StatusBar, ThreadTable, ViewBar
 
 if TYPE_CHECKING:
     from carebox.ui.app import CareboxApp
@@ -126,7 +126,7 @@ class InboxScreen(Screen[None]):
         now = app.clock()
         palette = app.palette
         categories = app.session.config.triage.categories
-        width = max(20, app.size.width - 98)
+        width = max(16, app.size.width - FIXED_WIDTH)
         for row in rows:
             if row.id in self.by_id:
                 continue

@@ -100,10 +100,13 @@ class ThreadScreen(Screen[None]):
         head.append("\n")
         head.append_text(countdown(row.due_at, now, row.state.value, palette))
         head.append(f"  ·  {row.message_count} message{'s' if row.message_count != 1 else ''}")
-        tag = tag_label(row.tag, row.suggested_tag, session.config.triage.categories, palette)
-        if tag.plain:
+        categories = session.config.triage.categories
+        if row.tag:
             head.append("  ·  tag: ")
-            head.append_text(tag)
+            head.append_text(tag_label(row.tag, None, categories, palette, 40))
+        elif row.suggested_tag:
+            head.append("  ·  suggested: ")
+            head.append_text(tag_label(None, row.suggested_tag, categories, palette, 40))
         self.query_one("#thread-head", Static).update(head)
         self._show_safety(now)
         body = Text()
@@ -116,6 +119,7 @@ class ThreadScreen(Screen[None]):
                 self.attachments.append((aid, name, size))
         self.query_one("#body", Static).update(body)
         self._show_attachments()
+        self.refresh_bindings()
         ops.record(session, "view", self.thread_id, now)
 
     def _show_safety(self, now: Any) -> None:
@@ -165,6 +169,11 @@ class ThreadScreen(Screen[None]):
             out.append(f" ({size_label(size)})")
         widget.update(out)
         widget.display = True
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "save_attachment":
+            return bool(self.attachments)
+        return True
 
     def forget(self) -> None:
         self.query_one("#body", Static).update(Text(""))
