@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import events, work
@@ -68,6 +68,7 @@ class CareboxApp(App[None]):
         idle_clock: Callable[[], float] = time.monotonic,
         run_editor: Callable[[list[str]], int] | None = None,
         page_size: int = PAGE,
+        background_sync: bool = True,
     ) -> None:
         super().__init__()
         self.session = session
@@ -84,6 +85,10 @@ class CareboxApp(App[None]):
         self.notices: list[str] = []
         self._last_input = idle_clock()
         self._flush_timer = None
+        self._send_after = 0.0  # monotonic time before which nothing is sent (undo window)
+        self.background_sync = background_sync
+        self.sync: Any = None  # services.sync.BackgroundSync while it runs
+        self._queue_text = Text("")
         self._view = "due"
         self._selection: list[str] = []
         # themes (data files; a broken one falls back to the default with a notice)
@@ -125,6 +130,8 @@ class CareboxApp(App[None]):
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.push_screen(InboxScreen(page_size=self.page_size))
         self.call_after_refresh(self.refresh_status)
+        if self.background_sync:
+            self._start_sync()
         self.set_interval(STATUS_SECONDS, self.refresh_status)
         self.set_interval(TICK_SECONDS, self._tick)
         minutes = self.session.config.ui.auto_lock_minutes
@@ -155,12 +162,13 @@ class CareboxApp(App[None]):
     @work(thread=True, exclusive=True, group="status")
     def _status_worker(self) -> None:
         try:
-            text = self.build_status()
+            text = self.queue_status()
         except Exception:  # the store may be locked or busy; try again at the next tick
             return
         self.call_from_thread(self._show_status, text)
 
-    def build_status(self) -> Text:
+    def queue_status(self) -> Text:
+        """DEMO, the queue and its next deadline, the outbox (from the store's clear columns)."""
         now = self.clock()
         info = inbox.status(self.session.store, now)
         palette = self.palette
@@ -184,13 +192,22 @@ class CareboxApp(App[None]):
         if failed:
             out.append(" · ")
             out.append(f"{failed} failed", style=f"bold {palette.alarm}")
-        out.append("   ")
-        out.append(ops.sync_line(self.session))
         return out
 
-    def _show_status(self, text: Text) -> None:
+    def sync_line(self) -> str:
+        if self.sync is not None:
+            return self.sync.status.line(self.session.policy.tz)
+        return ops.sync_line(self.session)
+
+    def _show_status(self, queue: Text | None = None) -> None:
         if self.locked:
             return
+        if queue is not None:
+            self._queue_text = queue
+        text = self._queue_text.copy()
+        line = self.sync_line()
+        text.append("   ")
+        text.append(line, style=f"bold {self.palette.alarm}" if line.startswith("offline") else "")
         self.status_text = text
         for screen in self.screen_stack:
             for bar in screen.query(StatusBar):
@@ -252,6 +269,7 @@ class CareboxApp(App[None]):
 
     def schedule_flush(self) -> None:
         """Send after the undo window; a new reply restarts the window."""
+        self._send_after = self.idle_clock() + self.undo_seconds
         if not ops.can_send(self.session):
             return
         if self._flush_timer is not None:
@@ -260,7 +278,7 @@ class CareboxApp(App[None]):
 
     def _flush(self) -> None:
         self._flush_timer = None
-        if not self.locked:
+        if not self.locked and self.idle_clock() >= self._send_after:
             self._flush_worker()
 
     @work(exclusive=True, group="flush")
@@ -274,12 +292,47 @@ class CareboxApp(App[None]):
             self.notify(line, markup=False)
         self.after_change()
 
+    def _start_sync(self) -> None:
+        mod = ops.sync()
+        session = self.session
+        if mod is None or not hasattr(mod, "BackgroundSync") or session.demo or session.config.account is None:
+            return
+        try:
+            self.sync = mod.BackgroundSync(session, on_status=self._on_sync_status, on_synced=self._on_synced)
+            self.sync.start()
+        except Exception as exc:
+            self.sync = None
+            self.notify(f"background sync could not start: {ops.message(exc)}", severity="warning", markup=False)
+
+    def _on_sync_status(self, _status: object) -> None:
+        self._show_status()
+
+    def _on_synced(self, report: Any) -> None:
+        notice = getattr(report, "notice", None)
+        if notice:
+            self.notify(str(notice), severity="warning", markup=False, timeout=10)
+        if getattr(report, "added", 0) or getattr(report, "changed", False):
+            self.after_change()
+        # the connection works: send what waits (never inside an undo window)
+        if self.idle_clock() >= self._send_after and ops.can_send(self.session):
+            self._flush_worker()
+
+    async def on_unmount(self) -> None:
+        if self.sync is not None:
+            with contextlib.suppress(Exception):
+                await self.sync.stop()
+
     def action_sync(self) -> None:
+        if self.locked:
+            return
+        if self.sync is not None:
+            self.sync.wake()
+            self.notify("Syncing now…", markup=False, timeout=2)
+            return
         self._sync_worker()
 
     @work(exclusive=True, group="sync")
     async def _sync_worker(self) -> None:
-        self.notify("Syncing…", markup=False, timeout=2)
         try:
             line = await ops.sync_now(self.session, now=self.clock())
         except Exception as exc:
@@ -359,5 +412,7 @@ class CareboxApp(App[None]):
     def _unlocked(self) -> None:
         self.locked = False
         self._last_input = self.idle_clock()
+        if self.sync is not None:
+            self.sync.wake()
         self.switch_screen(InboxScreen(self._view, self._selection, page_size=self.page_size))
         self.refresh_status()

@@ -81,8 +81,8 @@ def message(exc: BaseException) -> str:
         "AccountProblem",
         "PatientError",
     )
-    if type(exc).__name__ in known:
-        return str(exc)
+    if type(exc).__name__ in known or (type(exc).__module__.startswith("carebox.") and str(exc)):
+        return str(exc)  # carebox's own errors are one line without patient data
     return f"something went wrong ({type(exc).__name__}); nothing else was changed"
 
 
@@ -206,32 +206,26 @@ def thread_safety(session: Session, thread_id: str, now: datetime) -> Any:
 
 
 def sync_line(session: Session) -> str:
-    """Sync state for the status bar: connected / syncing n of m / offline since / last error."""
-    mod = sync()
-    if mod is None or not hasattr(mod, "status"):
-        if session.demo:
-            return "demo: no server"
-        return "sync: not set up" if session.config.account is None else "sync: not available"
-    try:
-        state = mod.status(session)
-    except Exception as exc:
-        return f"sync: {message(exc)}"
-    line = getattr(state, "line", None)
-    return str(line() if callable(line) else state)
+    """Sync state for the status bar when no background sync runs."""
+    if session.demo:
+        return "demo: no mail server"
+    if session.config.account is None:
+        return "sync: not set up (no [account] in the config)"
+    return "sync: off (s syncs now)" if sync() is not None else "sync: not available"
 
 
 async def sync_now(session: Session, *, now: datetime) -> str:
-    mod = sync()
+    """One sync (``carebox sync``) when no background sync runs."""
     if session.demo:
         return "the demo has no mail server to sync with"
     if session.config.account is None:
         return "no [account] in the config: add it to sync with your mailbox"
-    if mod is None or not hasattr(mod, "sync_now"):
+    mod = sync()
+    if mod is None or not hasattr(mod, "sync_once"):
         raise Unavailable("sync is not available in this build (no sync service)")
-    result = await mod.sync_now(session)
-    line = getattr(result, "line", None)
+    report = await mod.sync_once(session)
     record(session, "sync", "", now)
-    return str(line() if callable(line) else (result or "sync done"))
+    return str(report.line())
 
 
 # --- export ----------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ def hostile(tmp_path: Path) -> Iterator[Session]:
 def make_app() -> Callable[..., CareboxApp]:
     def make(session: Session, **kwargs: object) -> CareboxApp:
         kwargs.setdefault("undo_seconds", 3600.0)  # no send during a test unless it asks
+        kwargs.setdefault("background_sync", False)  # the test account's server does not exist
         return CareboxApp(session, clock=clock, **kwargs)  # type: ignore[arg-type]
 
     return make

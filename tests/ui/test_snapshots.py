@@ -19,7 +19,7 @@ SIZE = (110, 30)
 
 def make(tmp_path: Path, theme: str) -> CareboxApp:
     session = practice(tmp_path / "store", ui={"theme": theme})
-    return CareboxApp(session, clock=clock, undo_seconds=3600)
+    return CareboxApp(session, clock=clock, undo_seconds=3600, background_sync=False)
 
 
 async def settle(pilot: Pilot) -> None:

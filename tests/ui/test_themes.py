@@ -78,7 +78,7 @@ async def test_a_broken_configured_theme_falls_back_with_a_notice(tmp_path: Path
     shutil.copy(THEME_DIR / "carebox-dark.toml", themes)
     (themes / "mine.toml").write_text('name = "mine"\nprimary = "red-ish"\n')
     session = practice(tmp_path / "store", ui={"theme": "mine"})
-    app = CareboxApp(session, clock=clock, theme_dir=themes)
+    app = CareboxApp(session, clock=clock, theme_dir=themes, background_sync=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         assert app.theme == DEFAULT_THEME
@@ -90,7 +90,7 @@ async def test_a_broken_configured_theme_falls_back_with_a_notice(tmp_path: Path
 
 async def test_configured_theme_is_used(tmp_path: Path) -> None:
     session = practice(tmp_path / "store", ui={"theme": "carebox-contrast"})
-    app = CareboxApp(session, clock=clock)
+    app = CareboxApp(session, clock=clock, background_sync=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         assert app.theme == "carebox-contrast"
