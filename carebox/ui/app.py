@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import events, work
@@ -29,14 +29,12 @@ from carebox.ui import ops
 from carebox.ui.actions import APP, BY_ID, bindings, check_keymap
 from carebox.ui.commands import CareboxCommands
 from carebox.ui.render import Palette
-from carebox.ui.screens.compose import ComposeScreen
-from carebox.ui.screens.dialogs import HelpScreen
 from carebox.ui.screens.inbox import PAGE, InboxScreen
-from carebox.ui.screens.lock import LockScreen
-from carebox.ui.screens.thread import ThreadScreen
 from carebox.ui.themes import DEFAULT_THEME, THEME_DIR, load_themes
-from carebox.ui.triage import Triage, UndoEntry
 from carebox.ui.widgets import StatusBar
+
+if TYPE_CHECKING:  # the other screens are imported when first used: the first frame comes sooner
+    from carebox.ui.triage import Triage, UndoEntry
 
 STATUS_SECONDS = 30.0
 TICK_SECONDS = 60.0
@@ -54,7 +52,7 @@ def _run_editor_default(app: App[None], argv: list[str]) -> int:
 class CareboxApp(App[None]):
     TITLE = "carebox"
     SUB_TITLE = ""
-    CSS_PATH = "carebox.tcss"
+    CSS_PATH = str(Path(__file__).with_name("carebox.tcss"))  # absolute: subclasses live elsewhere
     BINDINGS: ClassVar[list[BindingType]] = bindings(APP)
     COMMANDS: ClassVar = {CareboxCommands}
 
@@ -77,7 +75,7 @@ class CareboxApp(App[None]):
         self.idle_clock = idle_clock
         self.page_size = page_size
         self.run_editor = run_editor or (lambda argv: _run_editor_default(self, argv))
-        self.triage = Triage(self)
+        self._triage: Triage | None = None
         self.undo_stack: list[UndoEntry] = []
         self.locked = False
         self.busy = False
@@ -106,7 +104,14 @@ class CareboxApp(App[None]):
         self.keymap = check_keymap(session.config.ui.keys)
         self.notices += self.keymap.problems
         self.set_keymap(self.keymap.overrides)
-        self.notices += ops.problems()
+
+    @property
+    def triage(self) -> Triage:
+        if self._triage is None:
+            from carebox.ui.triage import Triage
+
+            self._triage = Triage(self)
+        return self._triage
 
     # --- theme variables the screens use ---------------------------------------------------------
 
@@ -129,15 +134,21 @@ class CareboxApp(App[None]):
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.push_screen(InboxScreen(page_size=self.page_size))
-        self.call_after_refresh(self.refresh_status)
-        if self.background_sync:
-            self._start_sync()
+        self.call_after_refresh(self._after_first_frame)
         self.set_interval(STATUS_SECONDS, self.refresh_status)
         self.set_interval(TICK_SECONDS, self._tick)
         minutes = self.session.config.ui.auto_lock_minutes
         if minutes > 0:
             self.set_interval(min(5.0, max(minutes * 60 / 4, 0.05)), self._check_idle)
         for line in self.notices:
+            self.notify(line, severity="warning", markup=False, timeout=10)
+
+    def _after_first_frame(self) -> None:
+        """Work that must not delay the first painted inbox: status, sync, service notices."""
+        self.refresh_status()
+        if self.background_sync:
+            self._start_sync()
+        for line in ops.problems():
             self.notify(line, severity="warning", markup=False, timeout=10)
 
     def _theme_changed(self, _theme: Theme) -> None:
@@ -223,6 +234,8 @@ class CareboxApp(App[None]):
         return None
 
     def open_thread(self, thread_id: str) -> None:
+        from carebox.ui.screens.thread import ThreadScreen
+
         self.push_screen(ThreadScreen(thread_id))
 
     def after_change(self, *, close_to_inbox: bool = False, select: list[str] | None = None) -> None:
@@ -239,6 +252,8 @@ class CareboxApp(App[None]):
         self.refresh_status()
 
     def action_help(self) -> None:
+        from carebox.ui.screens.dialogs import HelpScreen
+
         if self.locked or isinstance(self.screen, HelpScreen):
             return
         self.push_screen(
@@ -364,6 +379,10 @@ class CareboxApp(App[None]):
         """Hide every screen holding patient data, keep an open reply as a draft, drop the key."""
         if self.locked:
             return
+        from carebox.ui.screens.compose import ComposeScreen
+        from carebox.ui.screens.lock import LockScreen
+        from carebox.ui.screens.thread import ThreadScreen
+
         self.locked = True
         saved = False
         for screen in self.screen_stack:
@@ -406,6 +425,8 @@ class CareboxApp(App[None]):
         self.call_from_thread(self._unlocked)
 
     def _unlock_failed(self, line: str) -> None:
+        from carebox.ui.screens.lock import LockScreen
+
         if isinstance(self.screen, LockScreen):
             self.screen.failed(line)
 

@@ -39,8 +39,7 @@ def _load(name: str) -> ModuleType | None:
 
 
 def problems() -> list[str]:
-    for name in ("carebox.services.outbox", "carebox.services.safety", "carebox.services.sync"):
-        _load(name)
+    """Lines about services that failed to load (so far: they are imported when first used)."""
     return list(_problems.values())
 
 

@@ -34,8 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from carebox.ui.app import CareboxApp
 
     class CheckApp(CareboxApp):
-        def on_mount(self) -> None:
-            super().on_mount()
+        def on_mount(self) -> None:  # Textual runs CareboxApp.on_mount after this one
             if args.open_addr:
                 self.call_after_refresh(self._open_addr)
 

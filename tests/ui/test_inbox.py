@@ -103,9 +103,11 @@ async def test_pages_in_more_rows_on_scroll(tmp_path: Path, make_app) -> None:
         box = app.screen
         assert box.total == 130 and len(box.rows) == 50
         await pilot.press("ctrl+end")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert len(box.rows) == 100
         await pilot.press("ctrl+end")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert len(box.rows) == 130
         assert [r.id for r in box.rows] == inbox.ranked_ids(session.store, NOW, "due")

@@ -12,14 +12,14 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, OptionList, ProgressBar, Static
+from textual.widgets import OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from carebox.domain.sanitize import clean_line
 from carebox.ui import ops
 from carebox.ui.actions import PREVIEW, bindings
 from carebox.ui.render import safe_block, safe_line
-from carebox.ui.widgets import StatusBar
+from carebox.ui.widgets import KeyBar, StatusBar
 
 if TYPE_CHECKING:
     from carebox.ui.app import CareboxApp
@@ -64,7 +64,7 @@ class BulkPreviewScreen(Screen[bool]):
             with VerticalScroll(id="preview-pane"):
                 yield Static(id="preview-body")
         yield Static(id="preview-failed")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.run_worker(self._build, thread=True, exclusive=True, group="preview")

@@ -11,13 +11,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TextArea
+from textual.widgets import Static, TextArea
 
 from carebox.ui import drafts
 from carebox.ui.actions import COMPOSE, bindings
 from carebox.ui.editor import EditorProblem, edit_text
 from carebox.ui.screens.dialogs import ConfirmScreen
-from carebox.ui.widgets import StatusBar
+from carebox.ui.widgets import KeyBar, StatusBar
 
 if TYPE_CHECKING:
     from carebox.ui.app import CareboxApp
@@ -69,7 +69,7 @@ class ComposeScreen(Screen[None]):
         yield Static(self._header(), id="compose-head")
         area = TextArea(self.spec.initial, id="editor", soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
         yield area
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         area = self.query_one("#editor", TextArea)

@@ -8,13 +8,14 @@ tag) and matches there; nothing of it is written anywhere, and it is dropped on 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from carebox.domain.sanitize import clean_line
@@ -23,13 +24,14 @@ from carebox.services.inbox import ThreadRow
 from carebox.ui import ops
 from carebox.ui.actions import INBOX, bindings
 from carebox.ui.render import safe_line
-from carebox.ui.widgets import FIXED_WIDTH, VIEW_TITLES, OutboxTable, StatusBar, ThreadTable, ViewBar
+from carebox.ui.widgets import FIXED_WIDTH, VIEW_TITLES, KeyBar, OutboxTable, StatusBar, ThreadTable, ViewBar
 
 if TYPE_CHECKING:
     from carebox.ui.app import CareboxApp
 
 PAGE = 200
-PAGE_AHEAD = 40  # page in more when the cursor is this close to the last loaded row
+PAGE_AHEAD = 60  # page in more when the cursor is this close to the last loaded row
+APPEND_CHUNK = 25  # rows added to the table per event-loop turn while paging in
 TRIAGE_ACTIONS = {
     "reply",
     "redirect",
@@ -60,6 +62,8 @@ class InboxScreen(Screen[None]):
         self._haystack: list[tuple[ThreadRow, str]] | None = None  # the filter's in-memory rows
         self._matches: list[ThreadRow] | None = None
         self._outbox: list[Any] = []
+        self._generation = 0
+        self._paging = False
 
     @property
     def capp(self) -> CareboxApp:
@@ -74,7 +78,7 @@ class InboxScreen(Screen[None]):
         yield OutboxTable(id="outbox")
         yield Static(id="empty")
         yield Input(placeholder="filter: name, address, subject or tag (enter keeps it, escape clears)", id="filter")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
@@ -115,6 +119,8 @@ class InboxScreen(Screen[None]):
 
     def _fill(self, rows: list[ThreadRow]) -> None:
         table = self.table
+        self._generation += 1  # rows being paged in for the old list are dropped
+        self._paging = False
         table.clear()
         self.rows = []
         self.by_id = {}
@@ -148,19 +154,40 @@ class InboxScreen(Screen[None]):
         table.move_cursor(row=target, animate=False)
 
     def load_more(self) -> None:
-        if self.capp.locked or self.view == "outbox" or len(self.rows) >= self.total:
+        """Page in the next rows: fetched in a worker thread, added a few at a time so that keys
+        typed meanwhile are answered between the additions."""
+        if self.capp.locked or self.view == "outbox" or len(self.rows) >= self.total or self._paging:
             return
+        self._paging = True
         if self.filter_text and self._matches is not None:
             more = self._matches[len(self.rows) : len(self.rows) + self.page_size]
-        else:
-            more = inbox.page(
-                self.capp.session.store, self.capp.clock(), self.view, len(self.rows), self.page_size
-            ).rows
-        self._append(more)
+            self._append_chunks(self._generation, more)
+            return
+        self.run_worker(
+            partial(self._fetch_more, self._generation, self.view, len(self.rows)), thread=True, group="pagein"
+        )
+
+    def _fetch_more(self, generation: int, view: str, offset: int) -> None:
+        app = self.capp
+        try:
+            rows = inbox.page(app.session.store, app.clock(), view, offset, self.page_size).rows
+        except Exception:  # locked meanwhile, or the store is busy: the next scroll tries again
+            rows = []
+        app.call_from_thread(self._append_chunks, generation, rows)
+
+    def _append_chunks(self, generation: int, rows: list[ThreadRow]) -> None:
+        if generation != self._generation or self.capp.locked:
+            return
+        self._append(rows[:APPEND_CHUNK])
+        if rows[APPEND_CHUNK:]:
+            self.call_later(self._append_chunks, generation, rows[APPEND_CHUNK:])
+            return
+        self._paging = False
         self._show_state()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table is self.table and event.cursor_row >= len(self.rows) - PAGE_AHEAD:
+        ahead = min(PAGE_AHEAD, self.page_size // 3)
+        if event.data_table is self.table and event.cursor_row >= len(self.rows) - ahead:
             self.load_more()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

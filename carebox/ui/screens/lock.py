@@ -10,7 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Static
+from textual.widgets import Button, Input, Static
+
+from carebox.ui.widgets import KeyBar
 
 if TYPE_CHECKING:
     from carebox.ui.app import CareboxApp
@@ -43,7 +45,7 @@ class LockScreen(Screen[None]):
                 yield Button("Unlock (the keychain may ask you to confirm)", id="unlock", variant="primary")
                 yield Static(Text("Press enter to unlock."), id="lock-hint")
             yield Static(id="lock-message")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         target = "#passphrase" if self.passphrase else "#unlock"

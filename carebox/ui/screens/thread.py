@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from carebox.domain.sanitize import clean_line
 from carebox.services import inbox
@@ -21,7 +21,7 @@ from carebox.ui import ops
 from carebox.ui.actions import THREAD, bindings
 from carebox.ui.render import badge_text, countdown, message_text, safe_line, size_label, tag_label
 from carebox.ui.screens.dialogs import PathScreen, PickScreen
-from carebox.ui.widgets import StatusBar
+from carebox.ui.widgets import KeyBar, StatusBar
 
 if TYPE_CHECKING:
     from carebox.ui.app import CareboxApp
@@ -69,7 +69,7 @@ class ThreadScreen(Screen[None]):
         with VerticalScroll(id="messages"):
             yield Static(id="body")
         yield Static(id="attachments")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.load()
