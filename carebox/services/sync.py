@@ -42,7 +42,6 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -52,6 +51,8 @@ from carebox.domain.models import Address, ParsedMessage
 from carebox.services.synclock import SyncBusy, SyncLock
 
 if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
     from carebox.config import Config
     from carebox.mail.imap import FetchedMessage, ImapClient, ImapSettings
     from carebox.services.session import Session
@@ -76,6 +77,10 @@ BATCH = 250  # messages per FETCH and per commit (aioimaplib's FETCH parsing deg
 PARSE_BUDGET = 5.0  # seconds one message may take to parse before it is stored raw and flagged
 RETHREAD_EVERY = 8  # batches between threading runs during a long download (and once at the end)
 POOL_MIN = 400  # messages to download in a folder before worker processes are worth starting
+# Measured on 2 cores (bench/, 10,000 messages): threads 17.6-20.4 s, processes 24.2-26.0 s for the
+# whole sync: the store thread is the bottleneck and two parse processes take CPU from it. With 4 or
+# more cores the workers no longer compete with it.
+POOL_MIN_CPUS = 4
 QUEUE_BATCHES = 2  # fetched batches waiting to be committed (memory bound: about 3 batches in flight)
 
 _PARSE_MODE_ENV = "CAREBOX_SYNC_PARSE"  # "process" or "thread": force a parse mode (benchmarks)
@@ -271,7 +276,8 @@ class MessageParser:
     if a worker is stuck in C code. ``mode="thread"``: a thread per message in flight; a message over
     budget is given up on (its thread finishes on its own: every parser cost is capped).
     ``mode="auto"`` uses processes for downloads of ``POOL_MIN`` messages or more on a machine with
-    at least 2 CPUs, threads otherwise. A message over budget is stored raw and flagged malformed.
+    at least ``POOL_MIN_CPUS`` CPUs, threads otherwise (on 2 cores threads were faster: see there).
+    A message over budget is stored raw and flagged malformed.
     """
 
     def __init__(self, mode: str = "auto", *, budget: float = PARSE_BUDGET, workers: int | None = None) -> None:
@@ -289,7 +295,7 @@ class MessageParser:
             return True
         if self.mode == "thread":
             return False
-        return n_messages >= POOL_MIN and (os.cpu_count() or 1) >= 2
+        return n_messages >= POOL_MIN and (os.cpu_count() or 1) >= POOL_MIN_CPUS
 
     def prestart(self) -> None:
         """Start the worker processes now (they start in the background while the first batch downloads)."""
@@ -300,6 +306,7 @@ class MessageParser:
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["carebox.mail.parse"])
@@ -308,6 +315,8 @@ class MessageParser:
 
     def _get_threads(self) -> ThreadPoolExecutor:
         if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="carebox-parse")
         return self._threads
 
@@ -388,6 +397,13 @@ class MessageParser:
             threads.shutdown(wait=False, cancel_futures=True)
 
 
+def _store_thread() -> ThreadPoolExecutor:
+    """The one thread that runs store calls for a sync (SQLite writes are serial anyway)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="carebox-store")
+
+
 class _PoolBroken(Exception):
     pass
 
@@ -456,9 +472,10 @@ class _SyncRun:
         self.progress = progress
         self.report = SyncReport()
         self._own_executor = store_executor is None
-        self._db_pool = store_executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="carebox-store")
+        self._db_pool = store_executor or _store_thread()
         self._now = now or (lambda: datetime.now(UTC))
         self._stale_threads: set[str] = set()  # summaries to refresh (flags changed)
+        self._touched: set[str] = set()  # conversations created or updated by this pass
         self._batches_since_thread = 0
         self._inspectors: list[Any] | None = None
 
@@ -499,7 +516,7 @@ class _SyncRun:
         if self._inspectors is None:
             self._inspectors = _inspectors(self.session)
         ids = rethread(self.store, self.session.policy, self._inspectors)
-        self.report.threads += len(ids)
+        self._touched |= ids
         stale = sorted(self._stale_threads - ids)
         self._stale_threads.clear()
         if stale:
@@ -509,7 +526,8 @@ class _SyncRun:
                 refresh_threads(
                     self.store, self.session.policy, thread_ids=stale[i : i + 2000], inspectors=self._inspectors
                 )
-            self.report.threads += len(stale)
+            self._touched.update(stale)
+        self.report.threads = len(self._touched)
         self._batches_since_thread = 0
 
     async def _folder(self, name: str, role: str) -> FolderReport:
@@ -855,13 +873,23 @@ def _quick_settings(config: Config) -> ImapSettings | None:
     needs the store key; that module imports the store, which is what this path avoids.)"""
     from carebox.mail.imap import ImapSettings
     from carebox.mail.tls import TlsMode
-    from carebox.store.keys import get_account_password
 
     account = config.account
     if account is None:
         return None
     try:
-        password = get_account_password(account.address, account.password_command)
+        if account.password_command:
+            # keys.get_account_password's password_command branch, without importing keyring and
+            # cryptography for it (about 50 ms of the 0.6 s budget)
+            import shlex
+            import subprocess
+
+            out = subprocess.run(shlex.split(account.password_command), capture_output=True, timeout=60, check=True)
+            password = out.stdout.decode("utf-8").rstrip("\r\n")
+        else:
+            from carebox.store.keys import get_account_password
+
+            password = get_account_password(account.address, None)
     except Exception:
         return None
     if not password:
@@ -982,7 +1010,7 @@ class BackgroundSync:
         self._task: asyncio.Task[None] | None = None
         self._client: ImapClient | None = None
         self._lock = SyncLock(session.store_dir)
-        self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carebox-store")
+        self._db_pool = _store_thread()
         self._failures = 0
         self.syncs = 0  # completed sync passes
         self.last_report: SyncReport | None = None

@@ -1,0 +1,363 @@
+"""carebox sync vs mbsync on the same 10,000-message mailbox in a private Dovecot (IMAPS on 127.0.0.1).
+
+    .venv/bin/python bench/sync_vs_mbsync.py [-n 10000] [--parse auto|process|thread] [--runs 3]
+
+1. Builds the mailbox: synthetic practice mail (plain, HTML alternatives, PDF attachments; 2-40 KB,
+   replies threaded) written as Maildir files once into bench/out/ (git-ignored) and copied into a
+   fresh Dovecot user for each tool. Dovecot indexes it before anything is timed.
+2. Times, each as a whole process, wall clock:
+   * carebox: ``python -m carebox --config CFG sync`` into a new store (key from CAREBOX_PASSPHRASE,
+     no keychain; account password from password_command), then the same command with nothing new
+     (the no-change re-sync), ``--runs`` times;
+   * mbsync (Debian isync; this script installs nothing): a pull of INBOX and Sent into a new Maildir
+     with its default ``FSync yes`` and with ``FSync no``, then a no-change re-run.
+3. Prints the figures and the ratios against the targets: initial sync at most 0.5x mbsync's wall time;
+   no-change re-sync under 0.6 s.
+
+Needs root and dovecot-imapd (like the integration tests). Prints figures only; no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import pwd
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.servers.dovecot import Dovecot, dovecot_available  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+DOCTOR = "doctor@practice.example"
+WORDS = [
+    "headache",
+    "fever",
+    "appointment",
+    "results",
+    "prescription",
+    "refill",
+    "dose",
+    "pain",
+    "week",
+    "morning",
+    "night",
+    "better",
+    "worse",
+    "blood",
+    "pressure",
+    "sugar",
+    "tablets",
+    "doctor",
+    "thank",
+    "you",
+    "please",
+    "could",
+    "would",
+    "appreciate",
+    "question",
+    "since",
+    "yesterday",
+    "swelling",
+    "cough",
+    "allergy",
+    "rash",
+    "knee",
+    "back",
+    "stomach",
+    "sleep",
+    "tired",
+    "dizzy",
+    "insurance",
+    "form",
+    "letter",
+    "referral",
+]
+
+
+# ---- the mailbox ---------------------------------------------------------------------------------------
+
+
+def _text(rng: random.Random, n_words: int) -> str:
+    lines, line = [], []
+    for _ in range(n_words):
+        line.append(rng.choice(WORDS))
+        if len(line) >= 12:
+            lines.append(" ".join(line))
+            line = []
+    lines.append(" ".join(line))
+    return "\r\n".join(lines)
+
+
+def generate(n: int, seed: int = 1):
+    """Deterministic patient mail: 65% plain text, 23% text+HTML, 12% with a PDF attachment."""
+    rng = random.Random(seed)
+    base = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
+    for i in range(n):
+        p = rng.randrange(1, 1500)
+        date = base + timedelta(minutes=17 * i)
+        msgid = f"m{i}.{seed}@patients.example"
+        parent = f"m{i - rng.randrange(1, 50)}.{seed}@patients.example" if i > 50 and rng.random() < 0.4 else ""
+        head = [
+            f"Message-ID: <{msgid}>",
+            f"From: Patient {p} <patient{p}@patients.example>",
+            f"To: Dr. Anna Berg <{DOCTOR}>",
+            f"Subject: {'Re: ' if parent else ''}Question {p % 300} about {rng.choice(WORDS)}",
+            f"Date: {format_datetime(date)}",
+            "MIME-Version: 1.0",
+        ]
+        if parent:
+            head += [f"In-Reply-To: <{parent}>", f"References: <{parent}>"]
+        body = _text(rng, rng.randrange(150, 1200))
+        r = rng.random()
+        if r < 0.12:
+            blob = base64.encodebytes(rng.randbytes(rng.randrange(8_000, 30_000))).decode().replace("\n", "\r\n")
+            head.append('Content-Type: multipart/mixed; boundary="b1"')
+            parts = [
+                "--b1",
+                "Content-Type: text/plain; charset=utf-8",
+                "",
+                body,
+                "--b1",
+                'Content-Type: application/pdf; name="results.pdf"',
+                "Content-Transfer-Encoding: base64",
+                'Content-Disposition: attachment; filename="results.pdf"',
+                "",
+                blob,
+                "--b1--",
+                "",
+            ]
+            raw = "\r\n".join(head) + "\r\n\r\n" + "\r\n".join(parts)
+        elif r < 0.35:
+            html = "<html><body><p>" + body.replace("\r\n", "</p><p>") + "</p></body></html>"
+            head.append('Content-Type: multipart/alternative; boundary="b2"')
+            parts = [
+                "--b2",
+                "Content-Type: text/plain; charset=utf-8",
+                "",
+                body,
+                "--b2",
+                "Content-Type: text/html; charset=utf-8",
+                "",
+                html,
+                "--b2--",
+                "",
+            ]
+            raw = "\r\n".join(head) + "\r\n\r\n" + "\r\n".join(parts)
+        else:
+            head.append("Content-Type: text/plain; charset=utf-8")
+            raw = "\r\n".join(head) + "\r\n\r\n" + body + "\r\n"
+        yield raw.encode()
+
+
+def cached_maildir(n: int) -> Path:
+    """bench/out/maildir-N: a Maildir (INBOX + empty .Sent) written once, reused by later runs."""
+    target = OUT / f"maildir-{n}"
+    if (target / "done").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    started = time.perf_counter()
+    for sub in ("cur", "new", "tmp", ".Sent/cur", ".Sent/new", ".Sent/tmp"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    (target / ".Sent" / "maildirfolder").touch()
+    now = int(time.time())
+    for i, raw in enumerate(generate(n)):
+        flags = "S" if i % 3 else ""
+        (target / "cur" / f"{now - n + i}.M{i}P1.bench:2,{flags}").write_bytes(raw)
+    (target / "done").touch()
+    print(f"wrote {n} messages to {target} in {time.perf_counter() - started:.1f} s")
+    return target
+
+
+def mailbox_user(dc: Dovecot, maildir: Path, name: str) -> tuple[str, str]:
+    password = f"pw-{name}"
+    dc.add_user(name, password)
+    home = dc.home(name)
+    shutil.copytree(maildir, home / "Maildir")
+    pw = pwd.getpwnam("dovecot")
+    for dirpath, _dirs, files in os.walk(home):
+        os.chown(dirpath, pw.pw_uid, pw.pw_gid)
+        for f in files:
+            os.chown(os.path.join(dirpath, f), pw.pw_uid, pw.pw_gid)
+    os.remove(home / "Maildir" / "done")
+    for folder in ("INBOX", "Sent"):  # index now, so neither tool pays for it
+        dc.status(name, folder)
+    return name, password
+
+
+# ---- the tools ----------------------------------------------------------------------------------------
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, str]:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=1800)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
+    return elapsed, proc.stdout.strip()
+
+
+def carebox_env(work: Path, parse: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBOX_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed carebox has its bytecode cached
+    env.update(
+        CAREBOX_PASSPHRASE="bench passphrase, not a secret",
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+        XDG_CONFIG_HOME=str(work / "xdg-config"),
+        XDG_DATA_HOME=str(work / "xdg-data"),
+    )
+    if parse != "auto":
+        env["CAREBOX_SYNC_PARSE"] = parse
+    return env
+
+
+def carebox_config(work: Path, dc: Dovecot, user: str, password: str) -> Path:
+    (work / "pw").write_text(password)
+    cfg = work / "carebox.toml"
+    cfg.write_text(
+        f"""[account]
+address = "{DOCTOR}"
+username = "{user}"
+password_command = "cat {work / "pw"}"
+
+[account.imap]
+host = "127.0.0.1"
+port = {dc.imaps_port}
+ca_file = "{dc.ca_file}"
+
+[account.smtp]
+host = "127.0.0.1"
+port = 465
+
+[store]
+path = "{work / "store"}"
+"""
+    )
+    return cfg
+
+
+def mbsync_config(work: Path, dc: Dovecot, user: str, password: str, fsync: bool) -> Path:
+    (work / "pw").write_text(password)
+    local = work / "mail"
+    local.mkdir(exist_ok=True)
+    rc = work / "mbsyncrc"
+    rc.write_text(
+        f"""FSync {"yes" if fsync else "no"}
+
+IMAPAccount bench
+Host localhost
+Port {dc.imaps_port}
+User {user}
+PassCmd "cat {work / "pw"}"
+SSLType IMAPS
+CertificateFile {dc.ca_file}
+
+IMAPStore bench-far
+Account bench
+
+MaildirStore bench-near
+Path {local}/
+Inbox {local}/INBOX
+SubFolders Verbatim
+
+Channel bench
+Far :bench-far:
+Near :bench-near:
+Patterns INBOX Sent
+Create Near
+Sync Pull
+SyncState *
+"""
+    )
+    return rc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=10_000, help="messages in the mailbox")
+    ap.add_argument("--parse", choices=["auto", "process", "thread"], default="auto")
+    ap.add_argument("--runs", type=int, default=3, help="no-change re-syncs to time (median is reported)")
+    ap.add_argument("--skip-mbsync", action="store_true")
+    ap.add_argument("--profile", metavar="FILE", help="write a cProfile of carebox's initial sync to FILE")
+    args = ap.parse_args()
+    if not dovecot_available():
+        print("needs root and dovecot-imapd (/usr/sbin/dovecot): nothing measured")
+        return 1
+    mbsync = shutil.which("mbsync")
+    if mbsync is None and not args.skip_mbsync:
+        print("mbsync is not installed (Debian package isync): carebox is timed alone, no ratios")
+    OUT.mkdir(parents=True, exist_ok=True)
+    maildir = cached_maildir(args.n)
+    size_mb = sum(p.stat().st_size for p in (maildir / "cur").iterdir()) / 1e6
+    print(f"mailbox: {args.n} messages, {size_mb:.0f} MB; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}")
+
+    results: dict[str, float] = {}
+    with Dovecot() as dc, tempfile.TemporaryDirectory(prefix="carebox-bench-") as tmp:
+        tmp_path = Path(tmp)
+        # carebox
+        user, password = mailbox_user(dc, maildir, "carebox")
+        work = tmp_path / "carebox"
+        work.mkdir()
+        cfg = carebox_config(work, dc, user, password)
+        env = carebox_env(work, args.parse)
+        cmd = [sys.executable, "-m", "carebox", "--config", str(cfg), "sync"]
+        timed([sys.executable, "-c", "import carebox.cli"], env=env, cwd=ROOT)  # write bytecode caches
+        if args.profile:
+            cmd = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "carebox", "--config", str(cfg), "sync"]
+        results["carebox initial"], out = timed(cmd, env=env, cwd=ROOT)
+        print(f"carebox initial sync:        {results['carebox initial']:6.2f} s   {out.splitlines()[-1]}")
+        cmd = [sys.executable, "-m", "carebox", "--config", str(cfg), "sync"]
+        times = []
+        for _ in range(max(1, args.runs)):
+            t, out = timed(cmd, env=env, cwd=ROOT)
+            times.append(t)
+        results["carebox resync"] = statistics.median(times)
+        print(
+            f"carebox no-change re-sync:   {results['carebox resync']:6.2f} s   "
+            f"(runs: {', '.join(f'{t:.2f}' for t in times)}) {out.splitlines()[-1]}"
+        )
+        t, _ = timed([sys.executable, "-c", "pass"], env=env)
+        print(f"  (python start alone:       {t:6.2f} s)")
+
+        # mbsync, same mailbox contents, its own user
+        if mbsync and not args.skip_mbsync:
+            for fsync in (True, False):
+                label = "fsync" if fsync else "nofsync"
+                user, password = mailbox_user(dc, maildir, f"mbsync-{label}")
+                mwork = tmp_path / f"mbsync-{label}"
+                mwork.mkdir()
+                rc = mbsync_config(mwork, dc, user, password, fsync)
+                results[f"mbsync initial {label}"], _ = timed([mbsync, "-q", "-c", str(rc), "bench"])
+                times = [timed([mbsync, "-q", "-c", str(rc), "bench"])[0] for _ in range(max(1, args.runs))]
+                results[f"mbsync resync {label}"] = statistics.median(times)
+                got = sum(1 for _ in (mwork / "mail" / "INBOX" / "cur").iterdir())
+                print(
+                    f"mbsync FSync {'yes' if fsync else 'no '} initial:     {results[f'mbsync initial {label}']:6.2f} s"
+                    f"   re-sync {results[f'mbsync resync {label}']:.2f} s   ({got} messages)"
+                )
+
+    print()
+    ci, cr = results["carebox initial"], results["carebox resync"]
+    if "mbsync initial fsync" in results:
+        for label, name in (("fsync", "FSync yes, its default"), ("nofsync", "FSync no")):
+            mi = results[f"mbsync initial {label}"]
+            print(f"initial sync  carebox/mbsync ({name}): {ci / mi:5.2f}x  (target <= 0.5x)")
+        mr = results["mbsync resync fsync"]
+        print(f"re-sync       carebox/mbsync: {cr / mr:5.1f}x")
+    print(f"no-change re-sync as a whole process: {cr:.2f} s  (target < 0.6 s) -> {'met' if cr < 0.6 else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
