@@ -490,8 +490,8 @@ class _SyncRun:
         if self.progress is not None:
             try:
                 self.progress(SyncProgress(phase, folder, done, total))
-            except Exception:  # a display problem must not stop the sync
-                log.exception("sync progress callback failed")
+            except Exception as exc:  # a display problem must not stop the sync
+                log.error("sync progress callback failed (%s)", type(exc).__name__)
 
     def close(self) -> None:
         if self._own_executor:
@@ -1054,8 +1054,8 @@ class BackgroundSync:
         if self.on_status is not None:
             try:
                 self.on_status(self._status)
-            except Exception:
-                log.exception("sync status callback failed")
+            except Exception as exc:
+                log.error("sync status callback failed (%s)", type(exc).__name__)
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -1106,7 +1106,7 @@ class BackgroundSync:
             except (ImapError, AccountProblem, OSError) as exc:
                 message = str(exc) or type(exc).__name__
             except Exception as exc:  # never let the background task die silently
-                log.exception("background sync failed")
+                log.error("background sync failed (%s)", type(exc).__name__)  # no traceback: it may quote mail
                 message = f"unexpected sync error ({type(exc).__name__})"
             else:
                 continue
@@ -1167,8 +1167,8 @@ class BackgroundSync:
             if self.on_synced is not None:
                 try:
                     self.on_synced(report)
-                except Exception:
-                    log.exception("sync report callback failed")
+                except Exception as exc:
+                    log.error("sync report callback failed (%s)", type(exc).__name__)
             if client.selected != inbox:
                 await client.select(inbox)
             wait = max(1.0, full_due - loop.time())

@@ -617,6 +617,41 @@ async def test_background_sync_waits_while_another_process_syncs(env: Env) -> No
         await bg.stop()
 
 
+async def test_background_sync_pauses_while_the_store_is_locked(env: Env) -> None:
+    a = env.account
+    a.deliver(mail(1))
+    bg = BackgroundSync(env.session, resync_every=60, backoff=(0.2,))
+    bg.start()
+    try:
+        await wait_for(lambda: bg.status.state == "connected")
+        env.store.cipher.forget()  # auto-lock: the key is gone from memory
+        a.deliver(mail(2))
+        bg.wake()
+        await wait_for(lambda: bg.status.state == "paused")
+        assert bg.status.line() == "sync paused while carebox is locked"
+        env.store.cipher = Cipher(KEY)  # unlocked again
+        bg.wake()
+        await wait_for(lambda: bg.status.state == "connected" and len(live(env.store, "INBOX")) == 2)
+    finally:
+        await bg.stop()
+
+
+async def test_too_large_message_and_missing_folder_are_reported_not_fatal(env: Env) -> None:
+    a = env.account
+    a.deliver(mail(1))
+    a.deliver(mail(2, body_bytes=50_000))
+    a.deliver(mail(3))
+    env.configure(extra=("Nowhere",))
+    report = await bounded(sync_once(env.session, client_factory=factory(max_literal_bytes=20_000)))
+    inbox = report.folders[0]
+    assert inbox.added == 2 and inbox.too_large == {2: len(mail(2, body_bytes=50_000))}
+    assert [f.folder for f in report.folders if f.missing] == ["Nowhere"]
+    assert report.notice is not None and "\n" not in report.notice
+    assert "UID 2" in report.notice and "was not downloaded" in report.notice
+    assert "'Nowhere' does not exist on the server" in report.notice
+    assert sorted(live(env.store, "INBOX")) == [1, 3]
+
+
 # ---- a hostile server: clear errors, untouched store ------------------------------------------------
 
 
