@@ -290,6 +290,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="no-change re-syncs to time (median is reported)")
     ap.add_argument("--skip-mbsync", action="store_true")
     ap.add_argument("--profile", metavar="FILE", help="write a cProfile of carebox's initial sync to FILE")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the initial sync with the safety inspector switched off (diagnostic, not a carebox mode)",
+    )
     args = ap.parse_args()
     if not dovecot_available():
         print("needs root and dovecot-imapd (/usr/sbin/dovecot): nothing measured")
@@ -329,6 +334,21 @@ def main() -> int:
         )
         t, _ = timed([sys.executable, "-c", "pass"], env=env)
         print(f"  (python start alone:       {t:6.2f} s)")
+        if args.breakdown:
+            # the same command in a process whose sync passes no thread inspector: how much of the
+            # initial sync is the clinical safety checks (services/safety.py) rather than the sync
+            user, password = mailbox_user(dc, maildir, "carebox-nosafety")
+            work = tmp_path / "carebox-nosafety"
+            work.mkdir()
+            cfg = carebox_config(work, dc, user, password)
+            code = (
+                "import sys; import carebox.services.sync as s; s._inspectors = lambda session: []; "
+                "from carebox.cli import main; sys.exit(main(sys.argv[1:]))"
+            )
+            results["carebox initial nosafety"], out = timed(
+                [sys.executable, "-c", code, "--config", str(cfg), "sync"], env=carebox_env(work, args.parse), cwd=ROOT
+            )
+            print(f"  diagnostic, same sync without the safety inspector: {results['carebox initial nosafety']:6.2f} s")
 
         # mbsync, same mailbox contents, its own user
         if mbsync and not args.skip_mbsync:
@@ -341,7 +361,8 @@ def main() -> int:
                 results[f"mbsync initial {label}"], _ = timed([mbsync, "-q", "-c", str(rc), "bench"])
                 times = [timed([mbsync, "-q", "-c", str(rc), "bench"])[0] for _ in range(max(1, args.runs))]
                 results[f"mbsync resync {label}"] = statistics.median(times)
-                got = sum(1 for _ in (mwork / "mail" / "INBOX" / "cur").iterdir())
+                inbox = mwork / "mail" / "INBOX"
+                got = sum(1 for sub in ("cur", "new") for _ in (inbox / sub).iterdir())
                 print(
                     f"mbsync FSync {'yes' if fsync else 'no '} initial:     {results[f'mbsync initial {label}']:6.2f} s"
                     f"   re-sync {results[f'mbsync resync {label}']:.2f} s   ({got} messages)"
@@ -353,6 +374,8 @@ def main() -> int:
         for label, name in (("fsync", "FSync yes, its default"), ("nofsync", "FSync no")):
             mi = results[f"mbsync initial {label}"]
             print(f"initial sync  carebox/mbsync ({name}): {ci / mi:5.2f}x  (target <= 0.5x)")
+            if "carebox initial nosafety" in results:
+                print(f"  without the safety inspector (diagnostic): {results['carebox initial nosafety'] / mi:5.2f}x")
         mr = results["mbsync resync fsync"]
         print(f"re-sync       carebox/mbsync: {cr / mr:5.1f}x")
     print(f"no-change re-sync as a whole process: {cr:.2f} s  (target < 0.6 s) -> {'met' if cr < 0.6 else 'MISSED'}")
