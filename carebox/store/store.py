@@ -173,6 +173,7 @@ class Store:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA secure_delete=ON")
+                cur.execute("PRAGMA temp_store=MEMORY")  # no sort or index temp files on disk
                 cur.close()
 
             try:
