@@ -198,3 +198,14 @@ def test_server_copy_claims_the_local_copy_of_a_sent_reply(tmp_path: Path) -> No
     assert store.add_messages("Sent", [server_copy]).duplicates == 1
     assert store.message_count() == 1
     store.close()
+
+
+def test_connections_keep_temporary_data_in_memory_and_wipe_deleted_rows(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    store = open_store(tmp_path / "s")
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA temp_store")).scalar() == 2  # MEMORY: no temp files
+        assert conn.execute(text("PRAGMA secure_delete")).scalar() == 1
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    store.close()
