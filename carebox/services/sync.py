@@ -77,9 +77,11 @@ BATCH = 250  # messages per FETCH and per commit (aioimaplib's FETCH parsing deg
 PARSE_BUDGET = 5.0  # seconds one message may take to parse before it is stored raw and flagged
 RETHREAD_EVERY = 8  # batches between threading runs during a long download (and once at the end)
 POOL_MIN = 400  # messages to download in a folder before worker processes are worth starting
-# Measured on 2 cores (bench/, 10,000 messages): threads 17.6-20.4 s, processes 24.2-26.0 s for the
-# whole sync: the store thread is the bottleneck and two parse processes take CPU from it. With 4 or
-# more cores the workers no longer compete with it.
+# Measured on 2 busy cores, 10,000 messages (bench/out mailbox): parsing alone took 4.1-6.0 s in the
+# thread against 8.1-12.5 s in 2 worker processes (start-up, pickling, and no free core); whole syncs
+# were equal within noise (thread 19.6-20.5 s, processes 18.7 s, safety checks off), because the
+# store thread is the bottleneck and the workers compete with it for the 2 cores. With 4 or more
+# cores they would not.
 POOL_MIN_CPUS = 4
 QUEUE_BATCHES = 2  # fetched batches waiting to be committed (memory bound: about 3 batches in flight)
 
@@ -361,22 +363,59 @@ class MessageParser:
         return out
 
     async def _parse_threads(self, raws: list[bytes]) -> list[ParsedMessage]:
+        """One thread parses the batch in order while the event loop watches the clock: a message
+        over budget is given up on (kept raw) and a fresh thread goes on with the next one. (One
+        executor call per batch: a call per message cost about a second per 10,000 messages.)"""
+        import threading
+
         from carebox.mail.parse import parse_message
 
         loop = asyncio.get_running_loop()
-        out: list[ParsedMessage] = []
-        for raw in raws:
-            fut = loop.run_in_executor(self._get_threads(), parse_message, raw)
+        results: list[ParsedMessage | None] = [None] * len(raws)
+        poll = max(0.01, min(self.budget / 4, 0.25))
+        i = 0
+        while i < len(raws):
+            lock = threading.Lock()
+            given_up = threading.Event()
+            at = [i, time.monotonic()]  # the message being parsed and when it started
+
+            def work(first: int = i, lock: threading.Lock = lock, given_up: threading.Event = given_up, at=at) -> None:
+                for j in range(first, len(raws)):
+                    with lock:
+                        if given_up.is_set():
+                            return
+                        at[0], at[1] = j, time.monotonic()
+                    parsed = parse_message(raws[j])
+                    with lock:
+                        if given_up.is_set():
+                            return
+                        results[j] = parsed
+                with lock:
+                    at[0] = len(raws)
+
+            fut = loop.run_in_executor(self._get_threads(), work)
             fut.add_done_callback(_retrieve)
-            try:
-                out.append(await asyncio.wait_for(asyncio.shield(fut), self.budget))
-            except TimeoutError:
-                # leave that thread to finish on its own; later messages get fresh threads
+            while True:
+                await asyncio.wait({fut}, timeout=poll)
+                if fut.done():
+                    fut.result()
+                    i = len(raws)
+                    break
+                with lock:
+                    j, started = at
+                    if time.monotonic() - started <= self.budget or results[j] is not None:
+                        continue
+                    given_up.set()
+                results[j] = unparsed(raws[j], f"reading it took longer than {self.budget:g} s: kept raw")
+                # leave that thread to finish on its own (every parser cost is capped); go on in a fresh one
                 stuck, self._threads = self._threads, None
                 if stuck is not None:
                     stuck.shutdown(wait=False, cancel_futures=True)
-                out.append(unparsed(raw, f"reading it took longer than {self.budget:g} s: kept raw"))
-        return out
+                i = j + 1
+                break
+        return [
+            r if r is not None else unparsed(raws[k], "it could not be read: kept raw") for k, r in enumerate(results)
+        ]
 
     def _kill_pool(self) -> None:
         pool, self._pool = self._pool, None
