@@ -56,9 +56,9 @@ def _store_dir(n: int) -> Path:
 def build_store(n: int) -> Path:
     """A store of ``n`` messages: conversations of 1-5 messages between one patient and the
     practice, spread over two years; about a third wait for a reply. Cached."""
-    from carebox.domain.deadlines import Policy
+    from carebox.config import Config
     from carebox.domain.models import Address, ParsedMessage
-    from carebox.services.threads import POLICY_META, policy_fingerprint, rethread
+    from carebox.services.threads import POLICY_META, policy_fingerprint, policy_from_config, rethread
     from carebox.store.crypto import Cipher
     from carebox.store.keys import create_data_key
     from carebox.store.store import NewMessage, Store
@@ -128,7 +128,7 @@ def build_store(n: int) -> Path:
     if batch:
         store.add_messages("INBOX", batch, role="inbox")
     added = time.perf_counter()
-    policy = Policy()
+    policy = policy_from_config(Config().policy)  # the policy the app opens it with: no recompute at start
     rethread(store, policy)
     store.set_meta(POLICY_META, policy_fingerprint(policy))
     store.close()

@@ -87,6 +87,7 @@ class CareboxApp(App[None]):
         self.background_sync = background_sync
         self.sync: Any = None  # services.sync.BackgroundSync while it runs
         self._queue_text = Text("")
+        self._started = False
         self._view = "due"
         self._selection: list[str] = []
         # themes (data files; a broken one falls back to the default with a notice)
@@ -133,8 +134,12 @@ class CareboxApp(App[None]):
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
-        self.push_screen(InboxScreen(page_size=self.page_size))
-        self.call_after_refresh(self._after_first_frame)
+        inbox_screen = InboxScreen(page_size=self.page_size)
+        self.push_screen(inbox_screen)
+        # after the inbox's first frame (a callback queued on the screen that is current then);
+        # the timer covers a screen pushed on top before that frame was drawn
+        inbox_screen.call_after_refresh(self._after_first_frame)
+        self.set_timer(1.0, self._after_first_frame)
         self.set_interval(STATUS_SECONDS, self.refresh_status)
         self.set_interval(TICK_SECONDS, self._tick)
         minutes = self.session.config.ui.auto_lock_minutes
@@ -145,6 +150,9 @@ class CareboxApp(App[None]):
 
     def _after_first_frame(self) -> None:
         """Work that must not delay the first painted inbox: status, sync, service notices."""
+        if self._started:
+            return
+        self._started = True
         self.refresh_status()
         if self.background_sync:
             self._start_sync()
@@ -152,6 +160,7 @@ class CareboxApp(App[None]):
             self.notify(line, severity="warning", markup=False, timeout=10)
 
     def _theme_changed(self, _theme: Theme) -> None:
+        self.refresh_status()  # its colours come from the theme
         for screen in self.screen_stack:
             if isinstance(screen, InboxScreen):
                 screen.rerender()

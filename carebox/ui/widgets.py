@@ -72,7 +72,11 @@ class ThreadTable(DataTable[Any]):
         self.cursor_type = "row"
         self.zebra_stripes = False
         for key, label, width in THREAD_COLUMNS:
-            self.add_column(label, key=key, width=width)
+            # every column has a width: the table never measures its cells (faster pages)
+            self.add_column(label, key=key, width=width or self.subject_width())
+
+    def subject_width(self) -> int:
+        return max(16, (self.app.size.width or 120) - FIXED_WIDTH)
 
     def row_cells(
         self,

@@ -283,3 +283,32 @@ async def test_export_writes_the_record_files(session, make_app, tmp_path) -> No
         await pilot.pause()
     names = sorted(p.suffix for p in (tmp_path / "export").iterdir())
     assert names == [".json", ".pdf", ".txt"]
+
+
+async def test_outbox_view_lists_entries_and_discard_or_retry_them(session, make_app) -> None:
+    from carebox.store.outbox import OutboxStore
+
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        tid = await goto(pilot, "Blood pressure medication")
+        await pilot.press("V")
+        await goto(pilot, "Lab results")
+        await pilot.press("P")
+        await pilot.pause()
+        _first, second = entries(session)
+        OutboxStore(session.store).transition(second.id, "uncertain", expect=("queued",), now=NOW, error="dropped")
+        await pilot.press("5")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "queued" in text and "uncertain" in text and "redirect visit" in text and "Patient Number1" in text
+        assert "x Discard" not in text  # outbox keys are hidden from the footer, listed in help
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        assert [e.id for e in entries(session)] == [second.id]
+        assert tid in inbox.ranked_ids(session.store, NOW, "due")  # never sent: due again
+        await pilot.press("R")  # the uncertain one: the physician decides to send it again
+        await pilot.pause()
+        assert [e.state for e in entries(session)] == ["queued"]
+        assert "Outbox 1 waiting" in app.status_text.plain

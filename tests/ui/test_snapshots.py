@@ -23,8 +23,12 @@ def make(tmp_path: Path, theme: str) -> CareboxApp:
 
 
 async def settle(pilot: Pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    app = pilot.app
+    for _ in range(100):  # the status bar is filled by a worker after the first frame
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        if app.status_text.plain or app.locked:
+            break
     for area in pilot.app.screen.query(TextArea):
         area.cursor_blink = False
     await pilot.pause()

@@ -169,7 +169,11 @@ class ProgressScreen(ModalScreen[BulkOutcome]):
             yield Static(Text(f"0 of {len(self.thread_ids)}"), id="progress-count")
 
     def on_mount(self) -> None:
+        self.app.busy = True  # type: ignore[attr-defined]  # no auto-lock in the middle of a batch
         self.run_worker(self._run, thread=True, exclusive=True, group="bulk")
+
+    def on_unmount(self) -> None:
+        self.app.busy = False  # type: ignore[attr-defined]
 
     def _run(self) -> None:
         app = self.app

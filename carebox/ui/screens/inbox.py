@@ -24,7 +24,7 @@ from carebox.services.inbox import ThreadRow
 from carebox.ui import ops
 from carebox.ui.actions import INBOX, bindings
 from carebox.ui.render import safe_line
-from carebox.ui.widgets import FIXED_WIDTH, VIEW_TITLES, KeyBar, OutboxTable, StatusBar, ThreadTable, ViewBar
+from carebox.ui.widgets import VIEW_TITLES, KeyBar, OutboxTable, StatusBar, ThreadTable, ViewBar
 
 if TYPE_CHECKING:
     from carebox.ui.app import CareboxApp
@@ -64,6 +64,7 @@ class InboxScreen(Screen[None]):
         self._outbox: list[Any] = []
         self._generation = 0
         self._paging = False
+        self._ranked: list[str] = []  # the view's thread ids in inbox order (no patient data)
 
     @property
     def capp(self) -> CareboxApp:
@@ -109,22 +110,32 @@ class InboxScreen(Screen[None]):
             self.total = len(self._matches)
             rows = self._matches[: max(self.page_size, len(self.rows) if keep_cursor else 0)]
         else:
+            # services.inbox.page, in its two steps: the ranking (clear columns) is kept, so
+            # paging in later decrypts just the next rows instead of ranking the view again
             limit = max(self.page_size, len(self.rows)) if keep_cursor else self.page_size
-            page = inbox.page(self.capp.session.store, now, self.view, 0, limit)
-            self.total = page.total
-            rows = page.rows
-        self._fill(rows)
+            self._ranked = inbox.ranked_ids(self.capp.session.store, now, self.view)
+            self.total = len(self._ranked)
+            rows = ops.thread_rows(self.capp.session, self._ranked[:limit])
+        self._fill(rows, current, index)
         self._place_cursor(current, index)
         self._show_state()
 
-    def _fill(self, rows: list[ThreadRow]) -> None:
+    def _fill(self, rows: list[ThreadRow], keep: str | None = None, index: int = 0) -> None:
+        """Show ``rows``: a screenful at once, the rest added in chunks right after (so the first
+        frame does not wait for rows nobody sees yet)."""
         table = self.table
         self._generation += 1  # rows being paged in for the old list are dropped
         self._paging = False
         table.clear()
         self.rows = []
         self.by_id = {}
-        self._append(rows)
+        first = max(self.size.height, self.app.size.height, 40, index + 1)
+        if keep is not None:  # the row the cursor stays on is in the first part
+            first = max(first, next((i + 1 for i, r in enumerate(rows) if r.id == keep), 0))
+        self._append(rows[:first])
+        if rows[first:]:
+            self._paging = True
+            self.call_later(self._append_chunks, self._generation, rows[first:])
 
     def _append(self, rows: list[ThreadRow]) -> None:
         table = self.table
@@ -132,7 +143,7 @@ class InboxScreen(Screen[None]):
         now = app.clock()
         palette = app.palette
         categories = app.session.config.triage.categories
-        width = max(16, app.size.width - FIXED_WIDTH)
+        width = table.subject_width()
         for row in rows:
             if row.id in self.by_id:
                 continue
@@ -163,14 +174,13 @@ class InboxScreen(Screen[None]):
             more = self._matches[len(self.rows) : len(self.rows) + self.page_size]
             self._append_chunks(self._generation, more)
             return
-        self.run_worker(
-            partial(self._fetch_more, self._generation, self.view, len(self.rows)), thread=True, group="pagein"
-        )
+        ids = self._ranked[len(self.rows) : len(self.rows) + self.page_size]
+        self.run_worker(partial(self._fetch_more, self._generation, ids), thread=True, group="pagein")
 
-    def _fetch_more(self, generation: int, view: str, offset: int) -> None:
+    def _fetch_more(self, generation: int, ids: list[str]) -> None:
         app = self.capp
         try:
-            rows = inbox.page(app.session.store, app.clock(), view, offset, self.page_size).rows
+            rows = ops.thread_rows(app.session, ids)
         except Exception:  # locked meanwhile, or the store is busy: the next scroll tries again
             rows = []
         app.call_from_thread(self._append_chunks, generation, rows)
@@ -201,7 +211,7 @@ class InboxScreen(Screen[None]):
             return
         current, index = self.current_id(), self.table.cursor_row
         rows = list(self.rows)
-        self._fill(rows)
+        self._fill(rows, current, index)
         self._place_cursor(current, index)
 
     def _show_state(self) -> None:
@@ -322,10 +332,8 @@ class InboxScreen(Screen[None]):
         self.table.action_cursor_down()
 
     def action_select_all(self) -> None:
-        if self.filter_text and self._matches is not None:
-            ids = [r.id for r in self._matches]
-        else:
-            ids = inbox.ranked_ids(self.capp.session.store, self.capp.clock(), self.view)
+        filtered = self.filter_text and self._matches is not None
+        ids = [r.id for r in self._matches or []] if filtered else list(self._ranked)
         if ids and all(t in self.selected for t in ids):
             self.set_selection([t for t in self.selected if t not in set(ids)])
             self.notify(f"{len(ids)} unselected", markup=False)
