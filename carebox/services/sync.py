@@ -459,6 +459,12 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 _SETTABLE = re.compile(r"\\?[A-Za-z0-9$_.\-]+")
 
 
+def _size_text(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB"
+    return f"{max(1, round(n / 1024))} KB"
+
+
 def _settable(flag: str) -> bool:
     return bool(_SETTABLE.fullmatch(flag)) and flag.lower() != "\\recent"
 
@@ -551,7 +557,11 @@ class _SyncRun:
 
     def _thread_all(self) -> None:
         from carebox.services.threads import refresh_threads, rethread
+        from carebox.store.syncstate import unthreaded_count
 
+        self._batches_since_thread = 0
+        if not self._stale_threads and not unthreaded_count(self.store):
+            return  # nothing to do: do not even load the safety inspector's patient directory
         if self._inspectors is None:
             self._inspectors = _inspectors(self.session)
         ids = rethread(self.store, self.session.policy, self._inspectors)
@@ -658,18 +668,19 @@ class _SyncRun:
             fr.reset = True
             fr.not_refound = left
             fr.refound = max(0, before - left)
-            self.report.notices.append(
-                f"folder {name!r} was renumbered on the server (UIDVALIDITY changed): {fr.refound} of {before} "
-                f"stored messages were found again; {left} no longer on the server are kept here and marked "
-                "as deleted on the server. Nothing was deleted."
-            )
+            if before:
+                self.report.notices.append(
+                    f"folder {name!r} was renumbered on the server (UIDVALIDITY changed): {fr.refound} of {before} "
+                    f"stored messages were found again; {left} no longer on the server are kept here and marked "
+                    "as deleted on the server. Nothing was deleted."
+                )
         if fr.too_large:
             uid, size = next(iter(sorted(fr.too_large.items())))
             limit = self.client.settings.max_literal_bytes
             more = f" and {len(fr.too_large) - 1} more" if len(fr.too_large) > 1 else ""
             self.report.notices.append(
-                f"folder {name!r}: message UID {uid}{more} is larger than the {limit // (1024 * 1024)} MB download "
-                f"limit ({size // (1024 * 1024)} MB) and was not downloaded; read it in your webmail"
+                f"folder {name!r}: message UID {uid}{more} ({_size_text(size)}) is larger than the "
+                f"{_size_text(limit)} download limit and was not downloaded; read it in your webmail"
             )
 
         uidnext = info.uidnext or (max(new_uids) + 1 if new_uids else start)
@@ -1049,7 +1060,7 @@ class BackgroundSync:
         self._task: asyncio.Task[None] | None = None
         self._client: ImapClient | None = None
         self._lock = SyncLock(session.store_dir)
-        self._db_pool = _store_thread()
+        self._db_pool: ThreadPoolExecutor | None = None
         self._failures = 0
         self.syncs = 0  # completed sync passes
         self.last_report: SyncReport | None = None
@@ -1065,7 +1076,11 @@ class BackgroundSync:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
+        """Start syncing on the running loop (again after ``stop()`` too). Do not start it for a demo
+        store or a config without ``[account]`` (it would only show the problem and retry)."""
         if not self.running:
+            if self._db_pool is None:
+                self._db_pool = _store_thread()
             self._task = asyncio.get_running_loop().create_task(self._main(), name="carebox-background-sync")
 
     def wake(self) -> None:
@@ -1080,8 +1095,11 @@ class BackgroundSync:
                 await task
         await self._drop_client()
         self._lock.release()
-        self.parser.close()
-        self._db_pool.shutdown(wait=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.parser.close)  # waits for worker processes: off the loop
+        pool, self._db_pool = self._db_pool, None
+        if pool is not None:
+            await loop.run_in_executor(None, functools.partial(pool.shutdown, wait=True))
         self._set(state="stopped")
 
     # -- internals --
@@ -1166,6 +1184,7 @@ class BackgroundSync:
         from carebox.services.accounts import imap_settings
 
         self._set(state="connecting")
+        assert self._db_pool is not None
         settings = await asyncio.get_running_loop().run_in_executor(
             self._db_pool, imap_settings, self.session.config, self.session.store
         )
