@@ -332,6 +332,8 @@ class CareboxApp(App[None]):
         self._show_status()
 
     def _on_synced(self, report: Any) -> None:
+        if self.locked:
+            return
         notice = getattr(report, "notice", None)
         if notice:
             self.notify(str(notice), severity="warning", markup=False, timeout=10)

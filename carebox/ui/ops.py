@@ -105,6 +105,19 @@ def render_template(session: Session, name: str, thread_id: str) -> str:
     return need_outbox().render_template(session, name, thread_id)
 
 
+def recipient(session: Session, thread_id: str, now: datetime) -> str | None:
+    """The address a reply to this conversation goes to (as the outbox decides it)."""
+    mod = outbox()
+    if mod is None:
+        return None
+    try:
+        result = mod.preview_bulk(session, [thread_id], "-", kind="reply", now=now)
+    except Exception:
+        return None
+    preview = result.previews.get(thread_id)
+    return preview.recipient_addr if preview is not None else None
+
+
 def template_text(session: Session, name: str) -> str | None:
     return session.config.templates.get(name)
 

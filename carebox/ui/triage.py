@@ -99,7 +99,8 @@ class Triage:
         reply = getattr(safety, "reply", None)
         if reply is None:
             return None
-        return reply.confirmation(reply.address)
+        chosen = ops.recipient(self.session, thread_id, self.app.clock()) or reply.address
+        return reply.confirmation(chosen)
 
     def send_single(
         self, spec: ComposeSpec, body: str, *, composer: ComposeScreen | None = None, confirmed: bool = False

@@ -51,8 +51,11 @@ async def test_idle_locks_and_the_passphrase_unlocks(tmp_path: Path, make_app) -
         await pilot.pause(0.3)
         assert not app.locked  # not idle long enough
         idle.t += 1.0
-        await pilot.pause(0.4)
-        await app.workers.wait_for_complete()
+        for _ in range(100):
+            await pilot.pause(0.05)
+            await app.workers.wait_for_complete()
+            if isinstance(app.screen, LockScreen):
+                break
         await pilot.pause()
         assert app.locked and isinstance(app.screen, LockScreen)
         assert session.store.cipher.locked
