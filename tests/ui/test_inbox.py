@@ -147,3 +147,23 @@ async def test_star_in_a_filter_selects_only_the_matches(session, make_app) -> N
         box = app.screen
         assert len(box.selected) == 4
         assert all(box.by_id[t].patient_name.startswith("Patient Number") for t in box.selected)
+
+
+async def test_j_k_move_v_fills_the_visit_template_and_ctrl_q_quits(session, make_app) -> None:
+    from textual.widgets import TextArea
+
+    from carebox.ui.screens.compose import ComposeScreen
+
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        box = app.screen
+        await pilot.press("j", "j", "k")
+        assert box.table.cursor_row == 1
+        await pilot.press("v")
+        assert isinstance(app.screen, ComposeScreen) and app.screen.spec.kind == "redirect_visit"
+        text = app.screen.query_one(TextArea).text
+        assert "Please book a visit: call +1 555 0100" in text
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    assert app.return_code == 0
