@@ -100,8 +100,16 @@ def refresh_threads(
         for tid, ks in keys.items():
             by_thread[tid] = [refs_by_key[k] for k in ks if k in refs_by_key]
     facts = store.thread_facts(by_thread)
-    all_keys = [r.key for refs in by_thread.values() for r in refs]
-    heads = store.message_heads(all_keys)
+    # Decrypt only what the row shows: the first message (subject, and the patient when the
+    # practice wrote first) and the first patient message (who the patient is).
+    firsts: dict[str, tuple[MessageRef, MessageRef | None]] = {}
+    for tid, refs in by_thread.items():
+        if refs:
+            ordered = sorted(refs, key=lambda r: (r.date, r.outgoing, r.key))
+            firsts[tid] = (ordered[0], next((r for r in ordered if not r.outgoing), None))
+    needed = {r.key for pair in firsts.values() for r in pair if r is not None}
+    heads = store.message_heads(sorted(needed))
+    flags = store.message_flags([r.key for refs in by_thread.values() for r in refs if not r.outgoing])
     rows: list[dict[str, Any]] = []
     inspectors = list(inspectors)
     for tid, refs in by_thread.items():
@@ -109,15 +117,14 @@ def refresh_threads(
             continue
         f = facts.get(tid, ThreadFacts(tid, None, None))
         summary = summarize(refs, policy, f.tag, f.category, tagged_at=f.tagged_at)
-        ordered = sorted(refs, key=lambda r: (r.date, r.outgoing, r.key))
-        first_in = next((r for r in ordered if not r.outgoing), None)
+        first, first_in = firsts[tid]
         if first_in is not None:
             patient = heads[first_in.key][0]
         else:
-            to = heads[ordered[0].key][1]
+            to = heads[first.key][1]
             patient = to[0] if to else Address("", "")
-        subject = heads[ordered[0].key][2]
-        unread = sum(1 for r in refs if not r.outgoing and "\\Seen" not in heads[r.key][3])
+        subject = heads[first.key][2]
+        unread = sum(1 for r in refs if not r.outgoing and "\\Seen" not in flags.get(r.key, ()))
         row: dict[str, Any] = {
             "id": tid,
             "state": summary.state.value,
@@ -126,7 +133,7 @@ def refresh_threads(
             "last_date": summary.last_date,
             "message_count": summary.message_count,
             "unread": unread,
-            "counterpart_token": first_in.counterpart if first_in else ordered[0].counterpart,
+            "counterpart_token": first_in.counterpart if first_in else first.counterpart,
             "patient_name": patient.name,
             "patient_addr": patient.addr,
             "subject": subject,

@@ -87,10 +87,8 @@ class Cipher:
             raise Locked("the store is locked")
         if not value:
             return ""
-        digest = hmac.new(
-            self._token_key, kind.encode() + b"\0" + value.encode("utf-8", "surrogatepass"), hashlib.sha256
-        )
-        return digest.hexdigest()[:32]
+        data = kind.encode() + b"\0" + value.encode("utf-8", "surrogatepass")
+        return hmac.digest(self._token_key, data, "sha256").hex()[:32]
 
     def audit_mac(self, data: bytes) -> str:
         if self._audit_key is None:

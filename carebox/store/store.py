@@ -325,7 +325,8 @@ class Store:
                             select(T.Message.uid).where(T.Message.folder_id == fid, T.Message.uid.in_(chunk))  # type: ignore[union-attr]
                         )
                     )
-            content_tokens = {self.token("content", _content_key(it.raw)): it for it in items if it.uid is None}
+            ctokens = [self.token("content", _content_key(it.raw)) for it in items]
+            content_tokens = {tok: it for tok, it in zip(ctokens, items, strict=True) if it.uid is None}
             have_content: set[str] = set()
             if content_tokens:
                 for chunk in _chunks(list(content_tokens), 900):
@@ -352,7 +353,7 @@ class Store:
                 ):
                     local_copies.setdefault(tok, mid)
             seen_in_batch: set[object] = set()
-            for it in items:
+            for it, ctoken in zip(items, ctokens, strict=True):
                 if it.uid is not None and it.uid not in have_uids:
                     claimed = local_copies.pop(self.token("msgid", it.parsed.message_id), None)
                     if claimed is not None:
@@ -363,7 +364,6 @@ class Store:
                         )
                         duplicates += 1
                         continue
-                ctoken = self.token("content", _content_key(it.raw))
                 dedup_key: object = ("uid", it.uid) if it.uid is not None else ("content", ctoken)
                 if (
                     (it.uid is not None and it.uid in have_uids)
@@ -436,7 +436,13 @@ class Store:
                     )
                 added.append(mid)
             if rows:
-                conn.execute(insert(T.Message), rows)
+                # Straight to the driver: same columns and the same datetime text as the typed
+                # insert, without its per-row overhead (a third of the time of a 10,000 import).
+                cols = list(rows[0])
+                conn.exec_driver_sql(
+                    f"INSERT INTO message ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",  # noqa: S608
+                    [tuple(_driver_value(r[c]) for c in cols) for r in rows],
+                )
             if parents:
                 conn.execute(insert(T.MessageParent), parents)
             if attachments:
@@ -561,13 +567,23 @@ class Store:
         return out
 
     def assign_threads(self, assignment: dict[str, str]) -> None:
+        if not assignment:
+            return
         with self.engine.begin() as conn:
-            by_thread: dict[str, list[str]] = {}
-            for key, tid in assignment.items():
-                by_thread.setdefault(tid, []).append(key)
-            for tid, keys in by_thread.items():
-                for chunk in _chunks(keys, 900):
-                    conn.execute(update(T.Message).where(T.Message.id.in_(chunk)).values(thread_id=tid))  # type: ignore[attr-defined]
+            conn.exec_driver_sql(
+                "UPDATE message SET thread_id = ? WHERE id = ?",
+                [(tid, key) for key, tid in assignment.items()],
+            )
+
+    def message_flags(self, keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        out: dict[str, frozenset[str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(keys), 900):
+                for mid, flags in conn.execute(
+                    select(T.Message.id, T.Message.flags).where(T.Message.id.in_(chunk))  # type: ignore[attr-defined]
+                ):
+                    out[mid] = frozenset(flags.split())
+        return out
 
     def message_heads(self, keys: Sequence[str]) -> dict[str, tuple[Address, tuple[Address, ...], str, frozenset[str]]]:
         """(sender, to, subject, flags) of messages, decrypted, for thread summaries."""
@@ -819,6 +835,12 @@ class Store:
             "last_sync": utc(last_sync),
             "malformed": malformed,
         }
+
+
+def _driver_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
+    return value
 
 
 def _content_key(raw: bytes) -> str:
