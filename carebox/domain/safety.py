@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
 from carebox.domain.models import Address
 from carebox.domain.sanitize import clean_line
@@ -44,6 +45,7 @@ __all__ = [
     "SenderStatus",
     "SenderWarning",
     "Suggestion",
+    "TextView",
     "check_sender",
     "compile_phrase",
     "damerau_distance",
@@ -53,6 +55,7 @@ __all__ = [
     "mentions_personal_account",
     "merge_status",
     "normalize_text",
+    "pattern_need",
     "red_flags",
     "reply_target",
     "result_category",
@@ -70,23 +73,272 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": 
 _INVISIBLE: dict[int, str | None] = {c: None for c in (0x00AD, 0x200C, 0x200D, 0x2060, 0xFEFF)}
 _INVISIBLE[0x200B] = " "  # a zero-width space still separates words
 _DASHES = str.maketrans({c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"})
-_SPACES = re.compile(r"\s+")
+# The three maps in one: their keys are disjoint and no output is another map's key.
+_ONE_FORM = {**_INVISIBLE, **_APOSTROPHES, **_DASHES}
 
 
 def normalize_text(text: str) -> str:
     """The form every pattern is matched against: NFKC, case-folded, one kind of apostrophe and
-    dash, no invisible characters, every run of whitespace (newlines too) one space."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).translate(_APOSTROPHES).translate(_DASHES)
-    return _SPACES.sub(" ", text.casefold()).strip()
+    dash, no invisible characters, every run of whitespace (newlines too) one space.
 
-
-_QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+    ``str.split()`` splits on exactly the characters regular expressions call ``\\s`` (tests
+    check every code point). ASCII text takes a shortcut: NFKC leaves it as it is, the only
+    mapped character in it is the backtick, and case-folding it is lower-casing."""
+    if text.isascii():
+        return " ".join(text.lower().replace("`", "'").split())
+    text = unicodedata.normalize("NFKC", text).translate(_ONE_FORM)
+    return " ".join(text.casefold().split())
 
 
 def strip_quoted(body: str) -> str:
     """The body without lines quoted from earlier mail (``> ...``): a red flag the practice already
-    answered, or words of its own reply, must not flag the patient's next message."""
-    return _QUOTED.sub("", body)
+    answered, or words of its own reply, must not flag the patient's next message. A quoted line
+    (spaces or tabs, then ``>``) is emptied; its newline stays. Lines are split at "\\n" only."""
+    if ">" not in body:
+        return body
+    return "\n".join("" if line.lstrip(" \t").startswith(">") else line for line in body.split("\n"))
+
+
+# --- literal prefilters ----------------------------------------------------------------------------
+#
+# Most texts contain none of the red-flag, scope or result phrases, and running every pattern over
+# every text is what made the checks slow. Each pattern gets a *need*: a condition on literal
+# strings that every match of the pattern contains, derived from the pattern's own syntax tree
+# (like RE2's prefilter). A text that fails the need cannot match, so the pattern is not run; a
+# text that passes runs the unchanged pattern. The need is only ever a necessary condition, so
+# the results are exactly those of running every pattern (tests compare both on the corpus and
+# on generated text). Needs are checked against the distinct words of the text (a literal without
+# whitespace occurs in the text exactly when it occurs in one of its words).
+#
+# A need is None (no condition), an atom (a string that must occur), or ("and" | "or", needs).
+
+_Need = None | str | tuple[str, tuple["_Need", ...]]
+
+try:  # the standard parser of regular expressions; without it every pattern just runs
+    from re import _constants as _sre_c  # type: ignore[attr-defined]
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - CPython 3.11+ has both
+    _sre_c = _sre_parse = None
+
+_EXACT_MAX = 32  # at most this many alternative strings are tracked exactly for one piece
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _and(needs: Iterable[_Need]) -> _Need:
+    out: list[_Need] = []
+    for n in needs:
+        if n is None:
+            continue
+        if isinstance(n, tuple) and n[0] == "and":
+            out.extend(n[1])
+        elif n not in out:
+            out.append(n)
+    if not out:
+        return None
+    # The cheapest rejection first: long atoms are rarer than short ones.
+    out.sort(key=lambda n: -len(n) if isinstance(n, str) else 0)
+    return out[0] if len(out) == 1 else ("and", tuple(out))
+
+
+def _or(needs: Iterable[_Need]) -> _Need:
+    out: list[_Need] = []
+    for n in needs:
+        if n is None:
+            return None  # one way to match that needs nothing: the whole needs nothing
+        if isinstance(n, tuple) and n[0] == "or":
+            out.extend(n[1])
+        elif n not in out:
+            out.append(n)
+    if not out:
+        return None
+    # Absorption: a choice that implies another choice adds nothing to "one of them holds"
+    # ("results from my" implies "results from"; an atom implies any atom inside it).
+    sets = [_atom_set(n) for n in out]
+    keep = [
+        n
+        for i, n in enumerate(out)
+        if sets[i] is None
+        or not any(j != i and sets[j] is not None and _implies(sets[i], sets[j], i < j) for j in range(len(out)))
+    ]
+    return keep[0] if len(keep) == 1 else ("or", tuple(keep))
+
+
+def _atom_set(need: _Need) -> frozenset[str] | None:
+    """The atoms of an atom or of an "and" of atoms (None for anything else)."""
+    if isinstance(need, str):
+        return frozenset({need})
+    if isinstance(need, tuple) and need[0] == "and" and all(isinstance(n, str) for n in need[1]):
+        return frozenset(need[1])  # type: ignore[arg-type]
+    return None
+
+
+def _implies(x: frozenset[str], y: frozenset[str], x_first: bool) -> bool:
+    """Whether "all of x occur" implies "all of y occur" (every y is inside some x). Of two that
+    imply each other, the earlier is kept."""
+    if not all(any(b in a for a in x) for b in y):
+        return False
+    mutual = all(any(a in b for b in y) for a in x)
+    return not (mutual and x_first)
+
+
+def _atom(text: str) -> _Need:
+    parts = text.split()  # a literal with spaces: each of its words must occur
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 and parts[0] == text else _and(parts)
+
+
+def _any_of(strings: Iterable[str]) -> _Need:
+    strings = list(strings)
+    if not strings or "" in strings:
+        return None
+    return _or(_atom(x) for x in strings)
+
+
+def _analyse_seq(items: Iterable[tuple[Any, Any]]) -> tuple[frozenset[str] | None, _Need]:
+    """(every string the sequence can match, when few and known; what every match contains)."""
+    needs: list[_Need] = []
+    prod: set[str] = {""}
+    exact = True
+    for op, av in items:
+        e, n = _analyse_item(op, av)
+        if e is not None:
+            joined = {a + b for a in prod for b in e}
+            if len(joined) <= _EXACT_MAX:
+                prod = joined
+                continue
+            needs.append(_any_of(prod))
+            prod, exact = set(e), False
+            continue
+        exact = False
+        needs.append(_any_of(prod))
+        needs.append(n)
+        prod = {""}
+    needs.append(_any_of(prod))
+    return (frozenset(prod) if exact else None), _and(needs)
+
+
+def _analyse_item(op: Any, av: Any) -> tuple[frozenset[str] | None, _Need]:
+    c = _sre_c
+    if op is c.LITERAL:
+        return frozenset({chr(av)}), _atom(chr(av))
+    if op is c.IN:
+        chars: set[str] = set()
+        for iop, iav in av:
+            if iop is c.LITERAL:
+                chars.add(chr(iav))
+            elif iop is c.RANGE and iav[1] - iav[0] < 16:
+                chars.update(chr(x) for x in range(iav[0], iav[1] + 1))
+            else:  # NEGATE, a category (\w, \s, \d), a big range: anything
+                return None, None
+        return (frozenset(chars), _any_of(chars)) if len(chars) <= _EXACT_MAX else (None, None)
+    if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+        return frozenset({""}), None  # zero width: it restricts matches, adds no characters
+    if op is c.SUBPATTERN:
+        _group, add_flags, _del_flags, sub = av
+        if add_flags & (re.IGNORECASE | re.LOCALE):
+            raise _Unsupported
+        return _analyse_seq(sub)
+    if op is c.ATOMIC_GROUP:
+        return _analyse_seq(av)
+    if op is c.BRANCH:
+        results = [_analyse_seq(alt) for alt in av[1]]
+        exacts = [e for e, _ in results]
+        union: frozenset[str] | None = None
+        if all(e is not None for e in exacts):
+            union = frozenset().union(*exacts)  # type: ignore[arg-type]
+            if len(union) > _EXACT_MAX:
+                union = None
+        return union, _or(_any_of(e) if e is not None else n for e, n in results)
+    if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT)):
+        lo, hi, sub = av
+        e, n = _analyse_seq(sub)
+        if e is not None and hi is not c.MAXREPEAT and hi <= 3:
+            out: set[str] = set()
+            power: set[str] = {""}
+            for k in range(hi + 1):
+                if k >= lo:
+                    out |= power
+                power = {a + b for a in power for b in e}
+                if len(out) > _EXACT_MAX or len(power) > _EXACT_MAX:
+                    break
+            else:
+                return frozenset(out), _any_of(out)
+        if lo == 0:
+            return None, None
+        return None, (_any_of(e) if e is not None else n)
+    if op in (c.ANY, c.NOT_LITERAL, c.CATEGORY, c.GROUPREF, c.GROUPREF_EXISTS):
+        return None, None
+    raise _Unsupported
+
+
+def pattern_need(pattern: re.Pattern[str]) -> _Need:
+    """What every match of ``pattern`` contains (None: no condition known). Case-insensitive
+    patterns, and anything the analysis does not know, get None: they always run."""
+    if _sre_parse is None or not isinstance(pattern.pattern, str):
+        return None
+    if pattern.flags & (re.IGNORECASE | re.LOCALE):
+        return None
+    try:
+        tree = _sre_parse.parse(pattern.pattern, pattern.flags)
+        if tree.state.flags & (re.IGNORECASE | re.LOCALE):
+            return None
+        return _analyse_seq(tree)[1]
+    except Exception:  # anything unexpected: no prefilter, the pattern always runs
+        return None
+
+
+def _holds(need: _Need, present: Callable[[str], bool]) -> bool:
+    if need is None:
+        return True
+    if isinstance(need, str):
+        return present(need)
+    if need[0] == "and":
+        return all(_holds(n, present) for n in need[1])
+    return any(_holds(n, present) for n in need[1])
+
+
+class TextView:
+    """A normalised text with a memo of which literals occur in it, shared by every pattern
+    checked against it."""
+
+    __slots__ = ("_bag", "_memo", "norm")
+
+    def __init__(self, norm: str) -> None:
+        self.norm = norm
+        self._bag: str | None = None
+        self._memo: dict[str, bool] = {}
+
+    def present(self, atom: str) -> bool:
+        found = self._memo.get(atom)
+        if found is None:
+            if self._bag is None:
+                # the distinct words: much shorter than a long message, same answers for atoms
+                # without whitespace (the only kind a need holds)
+                self._bag = " ".join(set(self.norm.split())) if len(self.norm) > 512 else self.norm
+            found = self._memo[atom] = atom in self._bag
+        return found
+
+    def may_match(self, need: _Need) -> bool:
+        return _holds(need, self.present)
+
+
+class _Prefiltered:
+    """A compiled pattern with its need: ``search`` returns exactly ``pattern.search(norm)``."""
+
+    __slots__ = ("need", "pattern")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.need = pattern_need(pattern)
+
+    def search(self, view: TextView) -> re.Match[str] | None:
+        if not view.may_match(self.need):
+            return None
+        return self.pattern.search(view.norm)
 
 
 # --- red flags -------------------------------------------------------------------------------------
@@ -395,17 +647,25 @@ def compile_phrase(phrase: str) -> re.Pattern[str]:
 
 
 class RedFlagMatcher:
-    """The built-in rules plus configured extras, compiled once."""
+    """The built-in rules plus configured extras, compiled once, each with the literals a match
+    needs (a rule whose literals are not in the text is not run: same hits, much less work)."""
 
     def __init__(self, extra: Iterable[str] = (), rules: Sequence[RedFlagRule] = RED_FLAG_RULES) -> None:
         self._rules = [(r.id, r.label, r.compiled()) for r in rules]
         self._rules += [("config", p[3:] if p.startswith("re:") else p, compile_phrase(p)) for p in extra]
+        self._needs = [pattern_need(pattern) for _, _, pattern in self._rules]
 
     def find(self, text: str) -> list[RedFlagHit]:
         """Every rule that matches, once each (the first match), in rule order."""
-        norm = normalize_text(text)
+        return self.find_in(TextView(normalize_text(text)))
+
+    def find_in(self, view: TextView) -> list[RedFlagHit]:
+        """``find`` over a text already normalised (``TextView(normalize_text(text))``)."""
+        norm = view.norm
         hits: list[RedFlagHit] = []
-        for rule, label, pattern in self._rules:
+        for (rule, label, pattern), need in zip(self._rules, self._needs, strict=True):
+            if not view.may_match(need):
+                continue
             m = pattern.search(norm)
             if m is None:
                 continue
@@ -929,26 +1189,36 @@ _PERSONAL = re.compile(
     r"(?:at|on|via|through) (?:your )?"
     r"(?:personal|private|gmail|home|other))(?!\w)"
 )
+_SCOPE_FAST = [(cat, _Prefiltered(pattern)) for cat, pattern in _SCOPE]
+_RESULTS_FAST = _Prefiltered(_RESULTS)
+_PERSONAL_FAST = _Prefiltered(_PERSONAL)
 
 
-def scope_category(text: str, categories: Iterable[str] | None = None) -> str | None:
+def _view(text: str, normalized: TextView | None) -> TextView:
+    return normalized if normalized is not None else TextView(normalize_text(text))
+
+
+def scope_category(
+    text: str, categories: Iterable[str] | None = None, *, normalized: TextView | None = None
+) -> str | None:
     """An out-of-scope category suggested by keywords (refill, billing, appointment) or None.
-    With ``categories`` only those ids are suggested."""
-    norm = normalize_text(text)
+    With ``categories`` only those ids are suggested. ``normalized``: the same text already
+    normalised (``TextView(normalize_text(text))``), to share that work between checks."""
+    view = _view(text, normalized)
     allowed = None if categories is None else set(categories)
-    for cat, pattern in _SCOPE:
-        if (allowed is None or cat in allowed) and pattern.search(norm):
+    for cat, pattern in _SCOPE_FAST:
+        if (allowed is None or cat in allowed) and pattern.search(view):
             return cat
     return None
 
 
-def result_category(text: str) -> str | None:
+def result_category(text: str, *, normalized: TextView | None = None) -> str | None:
     """ "results" when the message asks about test results (a category with its own window)."""
-    return "results" if _RESULTS.search(normalize_text(text)) else None
+    return "results" if _RESULTS_FAST.search(_view(text, normalized)) else None
 
 
-def mentions_personal_account(text: str) -> bool:
-    return bool(_PERSONAL.search(normalize_text(text)))
+def mentions_personal_account(text: str, *, normalized: TextView | None = None) -> bool:
+    return bool(_PERSONAL_FAST.search(_view(text, normalized)))
 
 
 def visit_in_window(patient: DirectoryPatient, now: datetime | date, window_days: int) -> bool:
@@ -976,11 +1246,13 @@ def suggest_tag(
     window_days: int,
     personal_route: bool,
     categories: Mapping[str, str] | Iterable[str] | None = None,
+    normalized: TextView | None = None,
 ) -> Suggestion:
     """What to propose for a thread, first match wins: an urgent thread -> phone redirect; mail that
     went through the physician's personal account -> "personal_account" with the professional
     address template; an appointment, billing or refill request -> that category; a known patient
-    with no visit in the window -> "free_advice". No consent on file suggests the consent template."""
+    with no visit in the window -> "free_advice". No consent on file suggests the consent template.
+    ``normalized``: ``TextView(normalize_text(text))`` when the caller has it already."""
     allowed = None if categories is None else set(categories)
 
     def ok(cat: str) -> bool:
@@ -995,7 +1267,7 @@ def suggest_tag(
             "professional_address",
             "The mail went through the physician's personal account: ask the patient to use the practice address.",
         )
-    cat = scope_category(text, allowed)
+    cat = scope_category(text, allowed, normalized=normalized)
     if cat is not None:
         return Suggestion(cat, consent, f"Looks like a {cat} request: out of scope for email.")
     if patient is not None and not visit_in_window(patient, now, window_days) and ok("free_advice"):

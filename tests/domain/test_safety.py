@@ -3,28 +3,40 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+import unicodedata
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from carebox.domain import safety
 from carebox.domain.models import Address
 from carebox.domain.safety import (
+    _NEGATION,
+    COMMON_MAIL_DOMAINS,
     LISTED_PHRASES,
+    RED_FLAG_RULES,
     DirectoryPatient,
     PatientDirectory,
     Practice,
     RedFlagMatcher,
     SenderFacts,
     SenderStatus,
+    TextView,
     check_sender,
     compile_phrase,
     damerau_distance,
     domain_lookalike,
+    domain_skeleton,
     idn_to_unicode,
     mentions_personal_account,
     merge_status,
     normalize_text,
+    pattern_need,
     red_flags,
     reply_target,
     result_category,
@@ -370,3 +382,232 @@ def test_urgent_banner_names_labels_not_patient_text() -> None:
     assert banner.startswith("URGENT") and "chest pain" in banner and "Anna" not in banner
     assert "emergency services" in banner
     assert urgent_banner([]) == ""
+
+
+# --- the fast paths decide exactly like the straightforward code -------------------------------------
+#
+# The references below are the code as it was before the prefilters and shortcuts (every pattern
+# run over every text, the regex-based normalisation): the fast versions must agree with them on
+# everything, not just on the corpus.
+
+_REF_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'", "\u2032": "'"})
+_REF_INVISIBLE: dict[int, str | None] = {c: None for c in (0x00AD, 0x200C, 0x200D, 0x2060, 0xFEFF)}
+_REF_INVISIBLE[0x200B] = " "
+_REF_DASHES = str.maketrans({c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"})
+_REF_SPACES = re.compile(r"\s+")
+_REF_QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+
+
+def ref_normalize(text: str) -> str:
+    text = (
+        unicodedata.normalize("NFKC", text).translate(_REF_INVISIBLE).translate(_REF_APOSTROPHES).translate(_REF_DASHES)
+    )
+    return _REF_SPACES.sub(" ", text.casefold()).strip()
+
+
+def ref_strip_quoted(body: str) -> str:
+    return _REF_QUOTED.sub("", body)
+
+
+def ref_find(text: str, extra: tuple[str, ...] = ()) -> list[tuple[str, str, str, bool]]:
+    rules = [(r.id, r.label, r.compiled()) for r in RED_FLAG_RULES]
+    rules += [("config", p[3:] if p.startswith("re:") else p, compile_phrase(p)) for p in extra]
+    norm = ref_normalize(text)
+    hits = []
+    for rule, label, pattern in rules:
+        m = pattern.search(norm)
+        if m is None:
+            continue
+        negated = all(_NEGATION.search(norm[max(0, x.start() - 40) : x.start()]) for x in pattern.finditer(norm))
+        hits.append((rule, label, m.group(0), negated))
+    return hits
+
+
+def ref_domain_lookalike(domain: str, known: set[str] | frozenset[str]) -> str | None:
+    domain = domain.strip().rstrip(".").lower()
+    known_set = {k.strip().rstrip(".").lower() for k in known if k}
+    if not domain or domain in known_set or domain in COMMON_MAIL_DOMAINS:
+        return None
+    sk = domain_skeleton(domain)
+    best: tuple[int, str] | None = None
+    for k in sorted(known_set | COMMON_MAIL_DOMAINS):
+        k_sk = domain_skeleton(k)
+        if k_sk == sk:
+            return k
+        limit = 0 if min(len(k_sk), len(sk)) < 6 else (1 if min(len(k_sk), len(sk)) < 12 else 2)
+        if limit:
+            d = damerau_distance(sk, k_sk, limit)
+            if d <= limit and (best is None or d < best[0]):
+                best = (d, k)
+    return best[1] if best else None
+
+
+EXTRAS = ("Brustschmerz", "re:\\bcode (red|blue)\\b", "Atemnot", "re:(?i)Kollaps", "re:blut(?:ung)?")
+FAST = RedFlagMatcher(EXTRAS)
+
+
+def fast_find(text: str) -> list[tuple[str, str, str, bool]]:
+    return [(h.rule, h.label, h.text, h.negated) for h in FAST.find(text)]
+
+
+def _corpus_texts() -> list[str]:
+    data = json.loads(CORPUS.read_text(encoding="utf-8"))["messages"]
+    texts = [x["subject"] + "\n" + strip_quoted(x["body"]) for x in data]
+    texts += [x["subject"] + "\n" + x["body"] for x in data]
+    texts += [v for phrase in LISTED_PHRASES for v in (*_variants(phrase), f"I have no {phrase}")]
+    return texts
+
+
+def test_fast_matcher_equals_reference_on_corpus_and_listed_phrases() -> None:
+    texts = _corpus_texts()
+    flagged = 0
+    for text in texts:
+        expected = ref_find(text, EXTRAS)
+        assert fast_find(text) == expected, text
+        flagged += bool(expected)
+    assert flagged > len(texts) // 2  # the comparison covers hits, not just empty lists
+
+
+def test_regex_whitespace_is_str_split_whitespace() -> None:
+    """normalize_text collapses whitespace with str.split(): the same set as the regex \\s."""
+    space = re.compile(r"\s")
+    assert [c for c in range(0x110000) if bool(space.fullmatch(chr(c))) != chr(c).isspace()] == []
+
+
+# Words from the rules, near misses, and characters the normalisation rewrites.
+_RULE_WORDS = """
+my his her the a no not never denies can't cant cannot won't don't unable to of in up on it all
+pain pains chest tight heart attack breath breathing breathe lips blue choking gasping air
+suicidal die dead kill killing myself himself self-harm cut cutting overdose dosing pills tablets
+swallowed bleach stroke face droop drooping slurred slurring speech weak weakness arm leg numb
+sudden suddenly worst headache thunderclap severe heavy bleeding bleed blood stop stopped pouring
+pregnant cough coughing vomit vomiting threw puke black tarry stool faint fainted passed out
+lost consciousness unconscious collapsed wake seizure fit convulsions anaphylaxis throat swelling
+swollen tongue epi pen epipen allergic reaction baby infant 3 weeks months old fever temperature
+temp 38.5 39 40 41,5 104 °c f high stiff neck rash fade purple spots abdominal stomach hit head
+refill renew prescription invoice bill billing pay appointment book slot lab test results report
+scan x-ray your personal private gmail email wrote sent you at code red brustschmerzen kollaps
+"""
+_PIECES = sorted(
+    {
+        *(w for phrase in LISTED_PHRASES for w in phrase.split()),
+        *_RULE_WORDS.split(),
+        "\u2019", "\u00ad", "\u200b", "\u2013", "\u00a0", "Ǆ", "ﬁ", "İ", "ß", "\u0301", ">", "> ", ".", "!", "?",
+        "-", "\t", "\n", "\r\n", "  ", ",", "'",
+    }
+)  # fmt: skip
+_SEPARATORS = st.sampled_from([" ", " ", " ", "\n", "-", ". ", "\u2019", "  ", "\t", ""])
+_TEXTS = st.lists(st.tuples(st.one_of(st.sampled_from(_PIECES), st.text(max_size=4)), _SEPARATORS), max_size=40).map(
+    lambda parts: "".join(a + b for a, b in parts)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXTS)
+def test_fast_matcher_equals_reference_on_generated_text(text: str) -> None:
+    assert fast_find(text) == ref_find(text, EXTRAS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_TEXTS, st.text()))
+def test_fast_normalisation_and_quote_stripping_equal_the_reference(text: str) -> None:
+    assert normalize_text(text) == ref_normalize(text)
+    assert normalize_text(text.encode("ascii", "replace").decode()) == ref_normalize(
+        text.encode("ascii", "replace").decode()
+    )
+    assert strip_quoted(text) == ref_strip_quoted(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXTS, st.sampled_from(sorted({"refill", "billing", "appointment"})))
+def test_fast_scope_result_and_personal_checks_equal_the_patterns(text: str, only: str) -> None:
+    norm = ref_normalize(text)
+    expected_scope = next((cat for cat, pattern in safety._SCOPE if pattern.search(norm)), None)
+    assert scope_category(text) == expected_scope
+    only_expected = only if any(c == only and p.search(norm) for c, p in safety._SCOPE) else None
+    assert scope_category(text, [only]) == only_expected
+    assert result_category(text) == ("results" if safety._RESULTS.search(norm) else None)
+    assert mentions_personal_account(text) == bool(safety._PERSONAL.search(norm))
+    view = TextView(normalize_text(text))
+    assert scope_category("ignored", normalized=view) == expected_scope
+
+
+# Random regular expressions (the shapes configured "re:" red flags can take) over a small alphabet:
+# whenever a pattern matches a text, the need derived for it must hold in that text.
+_REGEX_ATOMS = st.sampled_from(
+    ["a", "b", "c", "ab", "abc", " ", "-", "[ab]", "[a-c]", "[^a]", ".", r"\w", r"\s", r"\d", r"\b", "^", "$", "x"]
+)
+
+
+def _regex(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(children, children).map("".join),
+        st.tuples(children, children).map(lambda t: f"{t[0]}|{t[1]}"),
+        children.map(lambda x: f"(?:{x})"),
+        children.map(lambda x: f"({x})"),
+        st.tuples(children, st.sampled_from(["?", "*", "+", "{2}", "{0,2}", "{1,3}", "+?", "??", "{2,}"])).map(
+            lambda t: f"(?:{t[0]}){t[1]}"
+        ),
+        children.map(lambda x: f"(?={x})"),
+        children.map(lambda x: f"(?!{x})"),
+        children.map(lambda x: f"(?<!{x[:1] or 'a'})"),
+        children.map(lambda x: f"(?i:{x})"),
+        children.map(lambda x: f"(?>{x})"),
+    )
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.recursive(_REGEX_ATOMS, _regex, max_leaves=12), st.text(alphabet="abcx -\n1A", max_size=40))
+def test_pattern_need_never_rules_out_a_match(expr: str, text: str) -> None:
+    try:
+        pattern = re.compile(expr)
+    except re.error:
+        return
+    need = pattern_need(pattern)
+    if pattern.search(text):
+        assert TextView(text).may_match(need), (expr, text, need)
+
+
+def test_pattern_need_of_the_rules_is_selective() -> None:
+    """Every built-in rule and check has a need (else it would run on every text), and plain text
+    without those words rules them all out."""
+    patterns = [r.compiled() for r in RED_FLAG_RULES] + [p for _, p in safety._SCOPE]
+    patterns += [safety._RESULTS, safety._PERSONAL, compile_phrase("Brustschmerz")]
+    view = TextView(normalize_text("thank you for the quick reply, see you next week"))
+    for pattern in patterns:
+        need = pattern_need(pattern)
+        assert need is not None, pattern.pattern
+        assert not view.may_match(need), pattern.pattern
+    assert pattern_need(re.compile("(?i)chest pain")) is None  # case-insensitive: always runs
+    assert pattern_need(re.compile(r"\w+")) is None
+
+
+def test_text_view_word_bag_answers_like_the_text() -> None:
+    """A long text is checked through its distinct words: same answer for any atom."""
+    rng = random.Random(7)
+    atoms = sorted({a for piece in _PIECES for a in piece.split()} | {"ai", "n ", "ough", "38.", "-ray", "zz"})
+    for _ in range(60):
+        norm = normalize_text(" ".join(rng.choice(_PIECES) for _ in range(rng.randrange(150, 400))))
+        assert len(norm) > 512  # long enough for the word bag
+        view = TextView(norm)
+        for a in (*atoms, *(norm[i : i + rng.randrange(1, 9)] for i in range(0, len(norm), 37))):
+            if a.split() == [a]:  # atoms never hold whitespace
+                assert view.present(a) == (a in norm), a
+
+
+_DOMAINS = st.one_of(
+    st.sampled_from(sorted(COMMON_MAIL_DOMAINS)),
+    st.sampled_from(["mail.example", "riverside-practice.example", "anna-berg.example", "web.de", "gmx.at"]),
+    st.text(alphabet="abcdeilmnorstuvw01-.аоеі", min_size=1, max_size=22),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_DOMAINS, max_size=8), _DOMAINS, st.sampled_from(["", "0", "1", "rn", "а", "x", "-"]), st.data())
+def test_domain_lookalike_equals_the_reference(known: list[str], domain: str, typo: str, data: st.DataObject) -> None:
+    candidates = [domain]
+    for k in known[:3]:  # near misses of known domains: one character changed, added or removed
+        i = data.draw(st.integers(0, max(0, len(k) - 1)))
+        candidates += [k[:i] + typo + k[i + 1 :], k[:i] + typo + k[i:], k[:i] + k[i + 1 :]]
+    for c in candidates:
+        assert domain_lookalike(c, set(known)) == ref_domain_lookalike(c, set(known)), c
