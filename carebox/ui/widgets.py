@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from carebox.services.inbox import ThreadRow
@@ -153,6 +154,9 @@ class KeyBar(Static):
             if not binding.show or not active.enabled or binding.action in seen:
                 continue
             seen[binding.action] = (app.get_key_display(binding), binding.description)
+        if getattr(app, "locked", False):  # the palette is off behind the lock; say how to leave
+            palette_key = ""
+            seen = {"quit": (app.get_key_display(Binding("ctrl+q", "quit")), "Quit")}
         out = Text(no_wrap=True, overflow="ellipsis")
         for display, description in seen.values():
             out.append(f" {display} ", style=key_style)
