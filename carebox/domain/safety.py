@@ -34,6 +34,7 @@ __all__ = [
     "PRACTICE_TITLES",
     "RED_FLAG_RULES",
     "DirectoryPatient",
+    "LookalikeIndex",
     "PatientDirectory",
     "Practice",
     "RedFlagHit",
@@ -41,6 +42,7 @@ __all__ = [
     "RedFlagRule",
     "ReplyTarget",
     "SenderCheck",
+    "SenderChecker",
     "SenderFacts",
     "SenderStatus",
     "SenderWarning",
@@ -812,26 +814,58 @@ def _edit_limit(length: int) -> int:
     return 0 if length < 6 else (1 if length < 12 else 2)
 
 
+class LookalikeIndex:
+    """The known domains (plus the common mail providers) indexed for ``domain_lookalike``:
+    skeleton -> the first domain with it (in sorted order), and skeletons by length (only
+    lengths within the edit limit of 2 can be one or two edits away). Answers are cached per
+    domain: mail from one domain is checked once per index."""
+
+    def __init__(self, known: Iterable[str]) -> None:
+        self.known = frozenset(k.strip().rstrip(".").lower() for k in known if k)
+        self._first: dict[str, str] = {}
+        self._by_len: dict[int, list[tuple[int, str, str]]] = {}  # len -> [(sorted position, skeleton, domain)]
+        for pos, k in enumerate(sorted(self.known | COMMON_MAIL_DOMAINS)):
+            k_sk = domain_skeleton(k)
+            self._first.setdefault(k_sk, k)
+            self._by_len.setdefault(len(k_sk), []).append((pos, k_sk, k))
+        self._answers: dict[str, str | None] = {}
+
+    def find(self, domain: str) -> str | None:
+        domain = domain.strip().rstrip(".").lower()
+        if not domain or domain in self.known or domain in COMMON_MAIL_DOMAINS:
+            return None
+        if domain in self._answers:
+            return self._answers[domain]
+        sk = domain_skeleton(domain)
+        found = self._first.get(sk)
+        if found is None:
+            best: tuple[int, int, str] | None = None  # (distance, sorted position, domain)
+            n = len(sk)
+            for length in range(max(0, n - 2), n + 3):
+                limit = _edit_limit(min(length, n))
+                if not limit or abs(length - n) > limit:
+                    continue
+                for pos, k_sk, k in self._by_len.get(length, ()):
+                    d = damerau_distance(sk, k_sk, limit)
+                    if d <= limit and (best is None or (d, pos) < best[:2]):
+                        best = (d, pos, k)
+            found = best[2] if best else None
+        if len(self._answers) < 65536:
+            self._answers[domain] = found
+        return found
+
+
+@lru_cache(maxsize=16)
+def _lookalike_index(known: frozenset[str]) -> LookalikeIndex:
+    return LookalikeIndex(known)
+
+
 def domain_lookalike(domain: str, known: Iterable[str]) -> str | None:
     """The known domain that ``domain`` imitates, or None. A domain that is itself known (or a
     common mail provider) imitates nothing. Imitation: the same confusables skeleton (homoglyphs,
-    punycode, accents), or a small edit distance (one edit from 6 characters, two from 12)."""
-    domain = domain.strip().rstrip(".").lower()
-    known_set = {k.strip().rstrip(".").lower() for k in known if k}
-    if not domain or domain in known_set or domain in COMMON_MAIL_DOMAINS:
-        return None
-    sk = domain_skeleton(domain)
-    best: tuple[int, str] | None = None
-    for k in sorted(known_set | COMMON_MAIL_DOMAINS):
-        k_sk = domain_skeleton(k)
-        if k_sk == sk:
-            return k
-        limit = _edit_limit(min(len(k_sk), len(sk)))
-        if limit:
-            d = damerau_distance(sk, k_sk, limit)
-            if d <= limit and (best is None or d < best[0]):
-                best = (d, k)
-    return best[1] if best else None
+    punycode, accents), or a small edit distance (one edit from 6 characters, two from 12). Of
+    several, a same-skeleton domain wins, then the nearest, then the first in sorted order."""
+    return _lookalike_index(frozenset(known)).find(domain)
 
 
 # --- the patient directory and the sender ----------------------------------------------------------
@@ -845,6 +879,7 @@ _EMAIL_IN_TEXT = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[^\s@<>\"'(),
 _ADDR = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
+@lru_cache(maxsize=8192)
 def _name_tokens(name: str) -> tuple[str, ...]:
     words = re.findall(r"\w+", skeleton(clean_line(name)))
     return tuple(w for w in words if len(w) > 1 and w not in PRACTICE_TITLES and w not in _NAME_NOISE)
@@ -993,9 +1028,18 @@ def auth_failures(auth_results: str) -> list[str]:
     return sorted({m.group(1).lower() for m in _AUTH_FAIL.finditer(auth_results or "")})
 
 
-def check_sender(facts: SenderFacts, directory: PatientDirectory, practice: Practice) -> SenderCheck:
+def check_sender(
+    facts: SenderFacts,
+    directory: PatientDirectory,
+    practice: Practice,
+    *,
+    lookalikes: LookalikeIndex | None = None,
+) -> SenderCheck:
     """The sender status of one incoming message, with the reasons for a warning. Names and
-    addresses with CR/LF or control characters are cleaned before any comparison."""
+    addresses with CR/LF or control characters are cleaned before any comparison. It reads the
+    sender, the Reply-To and the authentication results of ``facts`` (``SenderChecker`` caches on
+    exactly those). ``lookalikes``: the index of ``directory.domains | practice.known_domains()``
+    when the caller keeps one."""
     addr = clean_line(facts.sender.addr).lower()
     display = clean_line(facts.sender.name)
     patient = directory.patient_for(addr) if addr else None
@@ -1045,9 +1089,10 @@ def check_sender(facts: SenderFacts, directory: PatientDirectory, practice: Prac
     # Lookalike or internationalised domain, lookalike address.
     domain = email_domain(addr)
     if domain and not from_practice and patient is None:
-        known = directory.domains | practice.known_domains()
+        if lookalikes is None:
+            lookalikes = _lookalike_index(frozenset(directory.domains | practice.known_domains()))
         uni, idn = idn_to_unicode(domain)
-        target = domain_lookalike(domain, known)
+        target = lookalikes.find(domain)
         if target is not None:
             kind = "internationalised domain" if idn else "domain"
             warnings.append(
@@ -1107,6 +1152,27 @@ def check_sender(facts: SenderFacts, directory: PatientDirectory, practice: Prac
     else:
         status = SenderStatus.VERIFIED
     return SenderCheck(status, patient, tuple(warnings))
+
+
+class SenderChecker:
+    """``check_sender`` for one directory and practice (one inspection run), computing what
+    repeats once: the lookalike index of the known domains, and the answer per sender (the same
+    From, Reply-To and authentication results always get the same answer)."""
+
+    def __init__(self, directory: PatientDirectory, practice: Practice) -> None:
+        self.directory = directory
+        self.practice = practice
+        self.lookalikes = LookalikeIndex(directory.domains | practice.known_domains())
+        self._answers: dict[tuple[Address, tuple[Address, ...], str], SenderCheck] = {}
+
+    def check(self, facts: SenderFacts) -> SenderCheck:
+        key = (facts.sender, facts.reply_to, facts.auth_results)  # everything check_sender reads
+        found = self._answers.get(key)
+        if found is None:
+            found = check_sender(facts, self.directory, self.practice, lookalikes=self.lookalikes)
+            if len(self._answers) < 100_000:
+                self._answers[key] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from carebox.domain import safety
@@ -24,6 +24,7 @@ from carebox.domain.safety import (
     PatientDirectory,
     Practice,
     RedFlagMatcher,
+    SenderChecker,
     SenderFacts,
     SenderStatus,
     TextView,
@@ -509,7 +510,8 @@ def test_fast_matcher_equals_reference_on_generated_text(text: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(_TEXTS, st.text()))
+@given(st.one_of(_TEXTS, st.text(), st.text(alphabet=" \t>\n\ra\u2028")))
+@example("ok\n \t> quoted\n>b\r\n  >c\r\nd > e\n\t>")
 def test_fast_normalisation_and_quote_stripping_equal_the_reference(text: str) -> None:
     assert normalize_text(text) == ref_normalize(text)
     assert normalize_text(text.encode("ascii", "replace").decode()) == ref_normalize(
@@ -597,17 +599,53 @@ def test_text_view_word_bag_answers_like_the_text() -> None:
 
 _DOMAINS = st.one_of(
     st.sampled_from(sorted(COMMON_MAIL_DOMAINS)),
-    st.sampled_from(["mail.example", "riverside-practice.example", "anna-berg.example", "web.de", "gmx.at"]),
+    st.sampled_from(["mail.example", "rnail.example", "mai1.example", "riverside-practice.example", "web.de"]),
+    st.sampled_from(["anna-berg.example", "anna-berq.example", "gmx.at", "gmx.de", "gmai1.com", "yahoo.co"]),
     st.text(alphabet="abcdeilmnorstuvw01-.аоеі", min_size=1, max_size=22),
 )
+_EDIT = st.tuples(st.integers(0, 30), st.sampled_from(["", "0", "1", "rn", "а", "x", "-", "ab"]), st.booleans())
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(_DOMAINS, max_size=8), _DOMAINS, st.sampled_from(["", "0", "1", "rn", "а", "x", "-"]), st.data())
-def test_domain_lookalike_equals_the_reference(known: list[str], domain: str, typo: str, data: st.DataObject) -> None:
-    candidates = [domain]
-    for k in known[:3]:  # near misses of known domains: one character changed, added or removed
-        i = data.draw(st.integers(0, max(0, len(k) - 1)))
-        candidates += [k[:i] + typo + k[i + 1 :], k[:i] + typo + k[i:], k[:i] + k[i + 1 :]]
+def _edited(domain: str, edits: list[tuple[int, str, bool]]) -> str:
+    for i, typo, replace in edits:  # replace one character by the typo, or insert the typo
+        i = min(i, len(domain))
+        domain = domain[:i] + typo + domain[i + 1 if replace else i :]
+    return domain
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_DOMAINS, max_size=8), _DOMAINS, st.lists(st.lists(_EDIT, min_size=1, max_size=2), max_size=4))
+@example(["rnail.example", "mail.example"], "mai1.example", [])  # two known, one skeleton
+@example(["gmx.de", "gmx.at"], "gmx.dt", [])  # equally near: the first in sorted order
+def test_domain_lookalike_equals_the_reference(
+    known: list[str], domain: str, edits: list[list[tuple[int, str, bool]]]
+) -> None:
+    pool = [*known, domain, "gmail.com", "riverside-practice.example"]
+    candidates = [domain] + [_edited(pool[n % len(pool)], e) for n, e in enumerate(edits)]
     for c in candidates:
-        assert domain_lookalike(c, set(known)) == ref_domain_lookalike(c, set(known)), c
+        assert domain_lookalike(c, set(known)) == ref_domain_lookalike(c, set(known)), (c, known)
+
+
+def test_sender_checker_answers_like_check_sender_and_keys_on_what_it_reads() -> None:
+    checker = SenderChecker(DIRECTORY, PRACTICE)
+    fail = "mx.example; dkim=fail header.d=mail.example"
+    other = (Address("", "collect@other.example"),)
+    facts = [
+        SenderFacts(Address("Anna Berg", "anna.berg@mail.example")),
+        SenderFacts(Address("Anna Berg", "anna.berg@mail.example"), reply_to=other),
+        SenderFacts(Address("Anna Berg", "anna.berg@mail.example"), auth_results=fail),
+        SenderFacts(Address("Anna Berg", "olaf@mail.example")),
+        SenderFacts(Address("", "olaf@mail.example")),
+        SenderFacts(Address("Dr Lindqvist", "x@freemail.example")),
+        SenderFacts(Address("", "lena.kowalski@xn--gmil-63d.com")),
+        SenderFacts(Address("", "anna.berg@rnail.example")),
+        SenderFacts(Address("", "lena.kovvalski@gmail.com")),
+        SenderFacts(Address("", "x@xn--pple-43d.example")),
+        SenderFacts(Address("anna.berg@mail.example", "evil@bad.example")),
+        SenderFacts(Address("Somebody", "somebody@else.example"), recipients=(Address("", "a@b.example"),)),
+    ]
+    for f in facts * 2:
+        assert checker.check(f) == check_sender(f, DIRECTORY, PRACTICE), f
+    statuses = [checker.check(f).status for f in facts[:3]]
+    assert statuses == [SenderStatus.VERIFIED, SenderStatus.WARNING, SenderStatus.WARNING]
+    assert checker.check(facts[0]) is checker.check(SenderFacts(Address("Anna Berg", "anna.berg@mail.example")))
