@@ -7,6 +7,7 @@ line on stderr and an exit code, never a traceback: a traceback can carry patien
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -504,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("carebox: interrupted; nothing was lost", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush at exit
+        return EXIT_OK
     except Exception as exc:
         if isinstance(exc, _known_errors()):
             code = EXIT_USAGE if isinstance(exc, ConfigError) else getattr(exc, "code", EXIT_FAIL)

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import keyring
-import keyring.errors
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -52,6 +50,9 @@ def _unb64(text: str) -> bytes:
 
 def keychain_available() -> bool:
     """True when keyring has a real, encrypting backend (not fail, not a plaintext file)."""
+    import keyring  # imported on use: it costs ~0.3 s at start-up
+    import keyring.errors
+
     try:
         backend = keyring.get_keyring()
     except Exception:
@@ -131,6 +132,9 @@ def create_data_key(
     demo: bool = False,
 ) -> bytes:
     """Make a new random data key for a new store and keep it safely. Returns the key."""
+    import keyring  # imported on use: it costs ~0.3 s at start-up
+    import keyring.errors
+
     store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(store_dir, 0o700)
     if (store_dir / KEY_FILE).exists():
@@ -174,6 +178,9 @@ def passphrase_from_env() -> str | None:
 def unlock_data_key(store_dir: Path, ask: Callable[[str], str | None] | None = None) -> bytes:
     """Open the store's data key. ``ask(prompt)`` is called for a passphrase when needed,
     up to three times; it returns None to give up. Nothing is written on failure."""
+    import keyring  # imported on use: it costs ~0.3 s at start-up
+    import keyring.errors
+
     meta_path = store_dir / KEY_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -245,6 +252,9 @@ def check_passphrase(store_dir: Path, passphrase: str) -> bytes:
 
 
 def get_account_password(address: str, password_command: str | None = None) -> str | None:
+    import keyring  # imported on use: it costs ~0.3 s at start-up
+    import keyring.errors
+
     if password_command:
         try:
             out = subprocess.run(shlex.split(password_command), capture_output=True, timeout=60, check=True)
@@ -262,6 +272,9 @@ def get_account_password(address: str, password_command: str | None = None) -> s
 def set_account_password_in_keychain(address: str, password: str) -> bool:
     """True when stored in the keychain; False when there is none (the caller then stores it
     sealed inside the encrypted store)."""
+    import keyring  # imported on use: it costs ~0.3 s at start-up
+    import keyring.errors
+
     if not keychain_available():
         return False
     try:

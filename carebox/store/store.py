@@ -684,6 +684,33 @@ class Store:
         with self.engine.connect() as conn:
             return [(r[0], r[1], utc(r[2]), bool(r[3]), utc(r[4]), r[5]) for r in conn.execute(q)]
 
+    def due_page(self, offset: int, limit: int) -> tuple[list[str], int]:
+        """Ids of waiting threads in queue order (urgent first, then by due time, then last
+        activity and id: the order of domain.ranking.rank) and how many there are in all."""
+        with self.engine.connect() as conn:
+            total = int(
+                conn.execute(
+                    select(func.count()).select_from(T.Thread).where(T.Thread.state == ThreadState.WAITING.value)
+                ).scalar_one()
+            )
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(T.Thread.id)
+                    .where(T.Thread.state == ThreadState.WAITING.value)
+                    .order_by(
+                        T.Thread.urgent.desc(),  # type: ignore[attr-defined]
+                        T.Thread.due_at.is_(None),  # type: ignore[union-attr]
+                        T.Thread.due_at,
+                        T.Thread.last_date,
+                        T.Thread.id,
+                    )
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ]
+        return ids, total
+
     def thread_rows(self, thread_ids: Sequence[str]) -> list[ThreadRow]:
         """Decrypted rows, in the order of ``thread_ids``."""
         found: dict[str, ThreadRow] = {}

@@ -266,10 +266,14 @@ def export_thread(session: Session, thread_id: str, folder: str, *, now: datetim
 
 
 def thread_rows(session: Session, thread_ids: Sequence[str]) -> list[Any]:
-    """Decrypted inbox rows for these ids (a services.inbox helper would be the tidier home)."""
-    return session.store.thread_rows(list(thread_ids))
+    """Decrypted inbox rows for these ids."""
+    from carebox.services import inbox
+
+    return inbox.rows(session.store, thread_ids)
 
 
 def attachment(session: Session, attachment_id: str) -> tuple[str, bytes]:
-    """(file name, bytes) of a stored attachment (a services helper would be the tidier home)."""
-    return session.store.attachment_data(attachment_id)
+    """(file name, bytes) of a stored attachment."""
+    from carebox.services import inbox
+
+    return inbox.attachment(session.store, attachment_id)

@@ -18,7 +18,17 @@ from pathlib import Path
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-THEME_DIR = Path(__file__).resolve().parents[2] / "themes"
+
+def _theme_dir() -> Path:
+    """themes/ beside the package in a checkout; share/carebox/themes in an installed wheel."""
+    import sys
+
+    checkout = Path(__file__).resolve().parents[2] / "themes"
+    installed = Path(sys.prefix) / "share" / "carebox" / "themes"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+THEME_DIR = _theme_dir()
 DEFAULT_THEME = "carebox-dark"
 CAREBOX_VARIABLES = ("alarm", "caution", "ok", "selected")
 # Used when even the default theme file is unusable: the dark theme's main colours, no file needed.
