@@ -21,8 +21,10 @@ Per folder, in one pass:
 4. Local flag changes waiting in the journal are pushed (``+FLAGS.SILENT`` / ``-FLAGS.SILENT``,
    one STORE per distinct change) and marked done; until then they win over the server's flags.
 
-Threading runs every ``RETHREAD_EVERY`` batches and at the end (``rethread`` picks up every row
-with no thread, so a crash leaves nothing unthreaded past the next sync).
+Threading (and the thread inspectors) runs once, after every folder is downloaded: ``rethread``
+picks up every row with no thread, so a crash leaves nothing unthreaded past the next sync, and a
+conversation that spans many batches is summarised and inspected once, not once per threading run.
+(Nothing shows the threads before the pass ends: the app refreshes its inbox on the report.)
 
 A crash at any point leaves a store that the next sync completes: committed batches are never
 fetched twice (dedup by folder and UID), uncommitted ones are fetched again.
@@ -75,7 +77,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 250  # messages per FETCH and per commit (aioimaplib's FETCH parsing degrades beyond ~500)
 PARSE_BUDGET = 5.0  # seconds one message may take to parse before it is stored raw and flagged
-RETHREAD_EVERY = 8  # batches between threading runs during a long download (and once at the end)
 POOL_MIN = 400  # messages to download in a folder before worker processes are worth starting
 # Measured on 2 busy cores, 10,000 messages (bench/out mailbox): parsing alone took 4.1-6.0 s in the
 # thread against 8.1-12.5 s in 2 worker processes (start-up, pickling, and no free core); whole syncs
@@ -521,7 +522,6 @@ class _SyncRun:
         self._now = now or (lambda: datetime.now(UTC))
         self._stale_threads: set[str] = set()  # summaries to refresh (flags changed)
         self._touched: set[str] = set()  # conversations created or updated by this pass
-        self._batches_since_thread = 0
         self._inspectors: list[Any] | None = None
 
     # -- plumbing --
@@ -559,7 +559,6 @@ class _SyncRun:
         from carebox.services.threads import refresh_threads, rethread
         from carebox.store.syncstate import unthreaded_count
 
-        self._batches_since_thread = 0
         if not self._stale_threads and not unthreaded_count(self.store):
             return  # nothing to do: do not even load the safety inspector's patient directory
         if self._inspectors is None:
@@ -577,7 +576,6 @@ class _SyncRun:
                 )
             self._touched.update(stale)
         self.report.threads = len(self._touched)
-        self._batches_since_thread = 0
 
     async def _folder(self, name: str, role: str) -> FolderReport:
         from carebox.mail.imap import ImapProtocolError
@@ -732,9 +730,6 @@ class _SyncRun:
             await self.db(self._store_batch, name, role, uv, batch, parsed, fr, claims)
             done += len(batch)
             self._tell("downloading", name, done, total)
-            self._batches_since_thread += 1
-            if self._batches_since_thread >= RETHREAD_EVERY:
-                await self.db(self._thread_all)
 
         prod = asyncio.ensure_future(produce())
         try:
