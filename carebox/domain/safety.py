@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -33,10 +33,12 @@ __all__ = [
     "LISTED_PHRASES",
     "PRACTICE_TITLES",
     "RED_FLAG_RULES",
+    "AtomIndex",
     "DirectoryPatient",
     "LookalikeIndex",
     "PatientDirectory",
     "Practice",
+    "Prefilter",
     "RedFlagHit",
     "RedFlagMatcher",
     "RedFlagRule",
@@ -56,6 +58,7 @@ __all__ = [
     "idn_to_unicode",
     "mentions_personal_account",
     "merge_status",
+    "need_branches",
     "normalize_text",
     "pattern_need",
     "red_flags",
@@ -67,6 +70,7 @@ __all__ = [
     "suggest_tag",
     "urgent_banner",
     "visit_in_window",
+    "within_distance",
 ]
 
 # --- text normalisation ---------------------------------------------------------------------------
@@ -110,7 +114,7 @@ def strip_quoted(body: str) -> str:
 # text that passes runs the unchanged pattern. The need is only ever a necessary condition, so
 # the results are exactly those of running every pattern (tests compare both on the corpus and
 # on generated text). Needs are checked against the distinct words of the text (a literal without
-# whitespace occurs in the text exactly when it occurs in one of its words).
+# whitespace occurs in the text exactly when it occurs in one of its words: ``AtomIndex``).
 #
 # A need is None (no condition), an atom (a string that must occur), or ("and" | "or", needs).
 
@@ -293,54 +297,152 @@ def pattern_need(pattern: re.Pattern[str]) -> _Need:
         return None
 
 
-def _holds(need: _Need, present: Callable[[str], bool]) -> bool:
+def _atoms_of(need: _Need) -> set[str]:
     if need is None:
-        return True
+        return set()
     if isinstance(need, str):
-        return present(need)
-    if need[0] == "and":
-        return all(_holds(n, present) for n in need[1])
-    return any(_holds(n, present) for n in need[1])
+        return {need}
+    return set().union(*(_atoms_of(n) for n in need[1]))
 
 
-class TextView:
-    """A normalised text with a memo of which literals occur in it, shared by every pattern
-    checked against it."""
-
-    __slots__ = ("_bag", "_memo", "norm")
-
-    def __init__(self, norm: str) -> None:
-        self.norm = norm
-        self._bag: str | None = None
-        self._memo: dict[str, bool] = {}
-
-    def present(self, atom: str) -> bool:
-        found = self._memo.get(atom)
-        if found is None:
-            if self._bag is None:
-                # the distinct words: much shorter than a long message, same answers for atoms
-                # without whitespace (the only kind a need holds)
-                self._bag = " ".join(set(self.norm.split())) if len(self.norm) > 512 else self.norm
-            found = self._memo[atom] = atom in self._bag
-        return found
-
-    def may_match(self, need: _Need) -> bool:
-        return _holds(need, self.present)
+_CNF_MAX = 16  # clauses one nested condition may expand to; beyond that, the set of all its atoms
 
 
-class _Prefiltered:
-    """A compiled pattern with its need: ``search`` returns exactly ``pattern.search(norm)``."""
+def _cnf(need: _Need) -> list[frozenset[str]]:
+    """Clauses (sets of atoms, one of each set must occur) implied by ``need``: exact up to
+    ``_CNF_MAX`` clauses ("a or (b and c)" is "(a or b) and (a or c)"), else the one clause of all
+    its atoms (the condition cannot hold without one of them): weaker, never stronger."""
+    if need is None:
+        return []
+    if isinstance(need, str):
+        return [frozenset({need})]
+    op, kids = need
+    if op == "and":
+        return _absorb(c for k in kids for c in _cnf(k))
+    clauses: list[frozenset[str]] = [frozenset()]
+    for k in kids:
+        clauses = [a | b for a in clauses for b in _cnf(k)]
+        if len(clauses) > _CNF_MAX:
+            return [frozenset(_atoms_of(need))]
+    return _absorb(clauses)
 
-    __slots__ = ("need", "pattern")
+
+def _absorb(clauses: Iterable[frozenset[str]]) -> list[frozenset[str]]:
+    """Distinct clauses without those containing another one (implied by it), smallest first."""
+    out: list[frozenset[str]] = []
+    for c in sorted(set(clauses), key=lambda c: (len(c), sorted(c))):
+        if not any(o <= c for o in out):
+            out.append(c)
+    return out
+
+
+def need_branches(need: _Need) -> list[list[frozenset[str]]] | None:
+    """The need as "for some branch, every clause has an atom that occurs" (None: no condition):
+    the top "or" gives the branches, each branch's "and" the clauses (``_cnf``). Exact for the
+    shapes patterns have unless a nested condition is too big to expand; then weaker, never
+    stronger, so it stays necessary."""
+    if need is None:
+        return None
+    alternatives = need[1] if isinstance(need, tuple) and need[0] == "or" else (need,)
+    return [_cnf(alt) for alt in alternatives]
+
+
+_EMPTY: frozenset[str] = frozenset()
+
+
+class AtomIndex:
+    """Which of a fixed set of atoms occur in a text, found word by word: an atom holds no
+    whitespace, so it occurs in a text exactly when it occurs inside one of the text's
+    whitespace-separated words. The atoms inside each distinct word are cached (words repeat
+    across messages far more than texts do)."""
+
+    def __init__(self, atoms: Iterable[str]) -> None:
+        self.atoms = frozenset(atoms)
+        if any(a.split() != [a] for a in self.atoms):
+            raise ValueError("atoms cannot be empty or hold whitespace")
+        self._lengths = sorted({len(a) for a in self.atoms})
+        self._words: dict[str, frozenset[str]] = {}
+
+    def _scan(self, word: str) -> frozenset[str]:
+        n = len(word)
+        if n > 64:
+            found = {a for a in self.atoms if a in word}
+        else:
+            atoms = self.atoms
+            found = set()
+            for size in self._lengths:
+                if size > n:
+                    break
+                for i in range(n - size + 1):
+                    piece = word[i : i + size]
+                    if piece in atoms:
+                        found.add(piece)
+        return frozenset(found) if found else _EMPTY
+
+    def atoms_in(self, words: Iterable[str]) -> set[str]:
+        cache = self._words
+        out: set[str] = set()
+        for w in words:
+            got = cache.get(w)
+            if got is None:
+                got = self._scan(w)
+                if len(w) <= 64:
+                    if len(cache) >= 200_000:
+                        cache.clear()
+                    cache[w] = got
+            if got:
+                out |= got
+        return out
+
+
+class Prefilter:
+    """A compiled pattern with what its matches need: ``search(view)`` returns exactly
+    ``pattern.search(view.norm)``, without running the pattern when the need fails."""
+
+    __slots__ = ("_checked", "atoms", "branches", "need", "pattern")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
         self.need = pattern_need(pattern)
+        self.branches = need_branches(self.need)
+        self.atoms: frozenset[str] = frozenset(_atoms_of(self.need))
+        self._checked: AtomIndex | None = None  # the last index seen to hold every atom of this one
 
     def search(self, view: TextView) -> re.Match[str] | None:
-        if not view.may_match(self.need):
+        if not view.may_match(self):
             return None
         return self.pattern.search(view.norm)
+
+
+class TextView:
+    """A normalised text, with the atoms of an ``AtomIndex`` found in it once and shared by
+    every pattern checked against it."""
+
+    __slots__ = ("_present", "index", "norm")
+
+    def __init__(self, norm: str, index: AtomIndex | None = None) -> None:
+        self.norm = norm
+        self.index = index if index is not None else _builtin_index()
+        self._present: set[str] | None = None
+
+    def present(self) -> set[str]:
+        if self._present is None:
+            self._present = self.index.atoms_in(set(self.norm.split()))
+        return self._present
+
+    def may_match(self, pf: Prefilter) -> bool:
+        branches = pf.branches
+        if branches is None:
+            return True
+        if pf._checked is not self.index:
+            if not pf.atoms <= self.index.atoms:  # another index: look for the atoms directly
+                norm = self.norm
+                return any(all(any(a in norm for a in clause) for clause in branch) for branch in branches)
+            pf._checked = self.index
+        present = self.present()
+        if present.isdisjoint(pf.atoms):
+            return False
+        return any(all(not clause.isdisjoint(present) for clause in branch) for branch in branches)
 
 
 # --- red flags -------------------------------------------------------------------------------------
@@ -655,18 +757,25 @@ class RedFlagMatcher:
     def __init__(self, extra: Iterable[str] = (), rules: Sequence[RedFlagRule] = RED_FLAG_RULES) -> None:
         self._rules = [(r.id, r.label, r.compiled()) for r in rules]
         self._rules += [("config", p[3:] if p.startswith("re:") else p, compile_phrase(p)) for p in extra]
-        self._needs = [pattern_need(pattern) for _, _, pattern in self._rules]
+        self._filters = [Prefilter(pattern) for _, _, pattern in self._rules]
+        builtin = _builtin_index()
+        atoms = frozenset().union(*(f.atoms for f in self._filters))
+        self.index = builtin if atoms <= builtin.atoms else AtomIndex(atoms | builtin.atoms)
+
+    def view(self, norm: str) -> TextView:
+        """A view of a normalised text for this matcher (and the scope checks)."""
+        return TextView(norm, self.index)
 
     def find(self, text: str) -> list[RedFlagHit]:
         """Every rule that matches, once each (the first match), in rule order."""
-        return self.find_in(TextView(normalize_text(text)))
+        return self.find_in(self.view(normalize_text(text)))
 
     def find_in(self, view: TextView) -> list[RedFlagHit]:
-        """``find`` over a text already normalised (``TextView(normalize_text(text))``)."""
+        """``find`` over a text already normalised (``matcher.view(normalize_text(text))``)."""
         norm = view.norm
         hits: list[RedFlagHit] = []
-        for (rule, label, pattern), need in zip(self._rules, self._needs, strict=True):
-            if not view.may_match(need):
+        for (rule, label, pattern), pf in zip(self._rules, self._filters, strict=True):
+            if not view.may_match(pf):
                 continue
             m = pattern.search(norm)
             if m is None:
@@ -785,6 +894,58 @@ def damerau_distance(a: str, b: str, limit: int = 3) -> int:
     return prev[len(b)]
 
 
+def within_distance(a: str, b: str, limit: int) -> int:
+    """``min(damerau_distance(a, b, limit), limit + 1)``, faster: only the cells within ``limit`` of
+    the diagonal are computed (an alignment costing at most ``limit`` never leaves that band),
+    and one edit is checked directly."""
+    if a == b:
+        return 0
+    la, lb = len(a), len(b)
+    big = limit + 1
+    if abs(la - lb) > limit:
+        return big
+    if limit == 1:
+        return 1 if _one_edit(a, b) else 2
+    prev2: list[int] = []
+    prev = [j if j <= limit else big for j in range(lb + 1)]
+    for i in range(1, la + 1):
+        cur = [big] * (lb + 1)
+        if i <= limit:
+            cur[0] = i
+        row_min = cur[0]
+        ai = a[i - 1]
+        for j in range(max(1, i - limit), min(lb, i + limit) + 1):
+            v = prev[j - 1] + (ai != b[j - 1])
+            if prev[j] + 1 < v:
+                v = prev[j] + 1
+            if cur[j - 1] + 1 < v:
+                v = cur[j - 1] + 1
+            if i > 1 and j > 1 and ai == b[j - 2] and a[i - 2] == b[j - 1] and prev2[j - 2] + 1 < v:
+                v = prev2[j - 2] + 1
+            cur[j] = v if v < big else big
+            if v < row_min:
+                row_min = v
+        if row_min > limit:
+            return big
+        prev2, prev = prev, cur
+    return min(prev[lb], big)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether two different strings are one substitution, insertion, deletion or swap of
+    neighbours apart."""
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1 :] == b[i + 1 :] or (
+            i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
+        )
+    return len(b) == len(a) + 1 and a[i:] == b[i + 1 :]
+
+
 # Genuine, widely used mail domains: never a lookalike themselves, and targets a lookalike may copy.
 COMMON_MAIL_DOMAINS = frozenset(
     {
@@ -846,7 +1007,7 @@ class LookalikeIndex:
                 if not limit or abs(length - n) > limit:
                     continue
                 for pos, k_sk, k in self._by_len.get(length, ()):
-                    d = damerau_distance(sk, k_sk, limit)
+                    d = within_distance(sk, k_sk, limit)
                     if d <= limit and (best is None or (d, pos) < best[:2]):
                         best = (d, pos, k)
             found = best[2] if best else None
@@ -946,9 +1107,20 @@ class PatientDirectory:
                 self.by_name.setdefault(key, []).append(p)
         self.domains.discard("")
         self._max_name = max((len(k) for k in self.by_name), default=0)
+        self._locals: dict[str, _LocalIndex] = {}
 
     def __len__(self) -> int:
         return len(self.patients)
+
+    def lookalike_address(self, domain: str, local: str) -> str | None:
+        """The first address on file (in directory order) at a domain with the skeleton of
+        ``domain`` whose local part looks like ``local``: the same confusables skeleton, or, from
+        6 characters, one edit away."""
+        key = domain_skeleton(domain)
+        index = self._locals.get(key)
+        if index is None:
+            index = self._locals[key] = _LocalIndex(self.by_domain.get(key, ()))
+        return index.find(local)
 
     def patient_for(self, addr: str) -> DirectoryPatient | None:
         return self.by_email.get(addr.strip().lower())
@@ -965,6 +1137,39 @@ class PatientDirectory:
                 for p in self.by_name.get(frozenset(toks[start : start + size]), ()):
                     found[p.id] = p
         return list(found.values())
+
+
+class _LocalIndex:
+    """The addresses on file at one domain, indexed by local part: skeleton -> first position,
+    and every local part of 6 characters or more under itself and each one-character deletion
+    (two strings one edit apart always share such a variant; each candidate is then checked
+    with ``damerau_distance`` itself)."""
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        self.addresses = list(addresses)
+        self.locals = [a.rpartition("@")[0] for a in self.addresses]
+        self.by_skeleton: dict[str, int] = {}
+        self.by_variant: dict[str, list[int]] = {}
+        for pos, local in enumerate(self.locals):
+            self.by_skeleton.setdefault(_local_skeleton(local), pos)
+            if len(local) >= 6:
+                for v in _deletions(local):
+                    self.by_variant.setdefault(v, []).append(pos)
+
+    def find(self, local: str) -> str | None:
+        if not self.addresses:
+            return None
+        best = self.by_skeleton.get(_local_skeleton(local))
+        for v in _deletions(local):
+            for pos in self.by_variant.get(v, ()):
+                if (best is None or pos < best) and within_distance(self.locals[pos], local, 1) <= 1:
+                    best = pos
+        return None if best is None else self.addresses[best]
+
+
+def _deletions(word: str) -> set[str]:
+    """The word and every string one character shorter than it."""
+    return {word, *(word[:i] + word[i + 1 :] for i in range(len(word)))}
 
 
 class SenderStatus(StrEnum):
@@ -1106,19 +1311,14 @@ def check_sender(
                 SenderWarning("mixed_script", f"The sender's domain {clean_line(uni, 80)} mixes alphabets.")
             )
         else:
-            local = addr.rpartition("@")[0]
-            for known_addr in directory.by_domain.get(domain_skeleton(domain), ()):
-                k_local = known_addr.rpartition("@")[0]
-                same_look = _local_skeleton(k_local) == _local_skeleton(local)
-                one_typo = len(k_local) >= 6 and damerau_distance(k_local, local, 1) <= 1
-                if same_look or one_typo:
-                    warnings.append(
-                        SenderWarning(
-                            "lookalike_address",
-                            f"The sender's address looks like {known_addr}, which is on file, but is not the same.",
-                        )
+            known_addr = directory.lookalike_address(domain, addr.rpartition("@")[0])
+            if known_addr is not None:
+                warnings.append(
+                    SenderWarning(
+                        "lookalike_address",
+                        f"The sender's address looks like {known_addr}, which is on file, but is not the same.",
                     )
-                    break
+                )
 
     # Reply-To pointing elsewhere.
     for rt in facts.reply_to:
@@ -1255,9 +1455,16 @@ _PERSONAL = re.compile(
     r"(?:at|on|via|through) (?:your )?"
     r"(?:personal|private|gmail|home|other))(?!\w)"
 )
-_SCOPE_FAST = [(cat, _Prefiltered(pattern)) for cat, pattern in _SCOPE]
-_RESULTS_FAST = _Prefiltered(_RESULTS)
-_PERSONAL_FAST = _Prefiltered(_PERSONAL)
+_SCOPE_FAST = [(cat, Prefilter(pattern)) for cat, pattern in _SCOPE]
+_RESULTS_FAST = Prefilter(_RESULTS)
+_PERSONAL_FAST = Prefilter(_PERSONAL)
+
+
+@lru_cache(maxsize=1)
+def _builtin_index() -> AtomIndex:
+    """The atoms of the built-in red-flag rules and of the scope, result and personal-account checks."""
+    patterns = [r.compiled() for r in RED_FLAG_RULES] + [p for _, p in _SCOPE] + [_RESULTS, _PERSONAL]
+    return AtomIndex(frozenset().union(*(Prefilter(p).atoms for p in patterns)))
 
 
 def _view(text: str, normalized: TextView | None) -> TextView:

@@ -28,11 +28,12 @@ from carebox.domain.safety import (
     RedFlagMatcher,
     ReplyTarget,
     SenderCheck,
+    SenderChecker,
     SenderFacts,
     SenderStatus,
-    check_sender,
     mentions_personal_account,
     merge_status,
+    normalize_text,
     reply_target,
     result_category,
     strip_quoted,
@@ -152,6 +153,12 @@ class SafetyInspector:
         self.settings = settings
         self.now = now or datetime.now(UTC)
         self.matcher = RedFlagMatcher(settings.red_flags)
+        self.senders = SenderChecker(directory, settings.practice)
+        # Thread answers by the messages they were computed from: messages never change once
+        # stored, and the directory, settings and clock are fixed for this inspector, so a thread
+        # seen again with the same messages (a flag change, a second threading pass) gets the same
+        # answer without decrypting or scanning anything.
+        self._answers: dict[tuple[tuple[str, ...], bool], dict[str, Any]] = {}
 
     @classmethod
     def load(cls, store: Store, settings: SafetySettings, now: datetime | None = None) -> SafetyInspector:
@@ -163,17 +170,23 @@ class SafetyInspector:
         if not incoming:
             return {"urgent": False, "sender_status": "", "suggested_tag": None}
         look = pending or incoming[-1:]
-        loaded = patient_store.load_messages(store, [r.key for r in look])
-        msgs = [loaded[r.key] for r in look if r.key in loaded]
-        ev = self.evaluate(msgs, pending=bool(pending))
-        out: dict[str, Any] = {
-            "urgent": bool(ev.hits),
-            "sender_status": ev.status.value if ev.status else "",
-            "suggested_tag": ev.suggested_tag,
-        }
-        if ev.category:
-            out["category"] = ev.category
-        return out
+        key = (tuple(r.key for r in look), bool(pending))
+        out = self._answers.get(key)
+        if out is None:
+            # An answered thread only needs its latest patient message's sender: no bodies.
+            loaded = patient_store.load_messages(store, key[0], bodies=bool(pending))
+            msgs = [loaded[r.key] for r in look if r.key in loaded]
+            ev = self.evaluate(msgs, pending=bool(pending))
+            out = {
+                "urgent": bool(ev.hits),
+                "sender_status": ev.status.value if ev.status else "",
+                "suggested_tag": ev.suggested_tag,
+            }
+            if ev.category:
+                out["category"] = ev.category
+            if len(msgs) == len(look) and len(self._answers) < 200_000:
+                self._answers[key] = out
+        return dict(out)
 
     def evaluate(self, msgs: Sequence[StoredMessage], *, pending: bool) -> _Evaluation:
         """Checks over the messages still waiting for an answer (``pending``), or over the latest
@@ -181,7 +194,7 @@ class SafetyInspector:
         if not msgs:
             return _Evaluation(None, (), (), None, None, "", None, None, None)
         practice = self.settings.practice
-        checks = tuple(check_sender(_facts(m), self.directory, practice) for m in msgs)
+        checks = tuple(self.senders.check(_facts(m)) for m in msgs)
         status = merge_status(c.status for c in checks)
         latest = msgs[-1]
         reply = reply_target(_facts(latest), self.directory)
@@ -189,9 +202,10 @@ class SafetyInspector:
         if not pending:
             return _Evaluation(status, checks, (), None, None, "", None, reply, patient)
         text = "\n".join(f"{m.subject}\n{strip_quoted(m.body)}" for m in msgs)
-        hits = tuple(self.matcher.find(text))
+        view = self.matcher.view(normalize_text(text))  # normalised once for every check below
+        hits = tuple(self.matcher.find_in(view))
         own = {a.lower() for a in practice.personal_addresses}
-        personal = mentions_personal_account(text) or any(
+        personal = mentions_personal_account(text, normalized=view) or any(
             m.sender.addr.lower() in own or any(a.addr.lower() in own for a in (*m.to, *m.cc)) for m in msgs
         )
         sug = suggest_tag(
@@ -203,9 +217,18 @@ class SafetyInspector:
             window_days=self.settings.visit_window_days,
             personal_route=personal,
             categories=self.settings.categories,
+            normalized=view,
         )
         return _Evaluation(
-            status, checks, hits, sug.tag, sug.template, sug.reason, result_category(text), reply, patient
+            status,
+            checks,
+            hits,
+            sug.tag,
+            sug.template,
+            sug.reason,
+            result_category(text, normalized=view),
+            reply,
+            patient,
         )
 
     def assess(self, store: Store, thread_id: str) -> ThreadSafety:
@@ -213,7 +236,7 @@ class SafetyInspector:
         refs = store.refs_of_threads([thread_id])
         pending, incoming = _pending(refs)
         look = pending or incoming[-1:]
-        loaded = patient_store.load_messages(store, [r.key for r in look])
+        loaded = patient_store.load_messages(store, [r.key for r in look], bodies=bool(pending))
         ev = self.evaluate([loaded[r.key] for r in look if r.key in loaded], pending=bool(pending))
         lines: list[str] = []
         if ev.checks:

@@ -165,49 +165,60 @@ def thread_ids_for_addresses(store: Store, addrs: Iterable[str]) -> list[str]:
 
 _CHECK_COLUMNS = (
     "id, thread_id, uid, date, outgoing, flags, malformed, deleted_on_server, "
-    "subject_enc, from_name_enc, from_addr_enc, body_enc, extra_enc"
+    "from_name_enc, from_addr_enc, extra_enc, subject_enc, body_enc"
 )
+_SENDER_COLUMNS = _CHECK_COLUMNS.rsplit(", subject_enc", 1)[0]
 
 
-def load_messages(store: Store, message_ids: Sequence[str]) -> dict[str, StoredMessage]:
+def load_messages(store: Store, message_ids: Sequence[str], *, bodies: bool = True) -> dict[str, StoredMessage]:
     """What the sender and red-flag checks read of messages, decrypted, by id: sender, To/Cc,
     Reply-To, Authentication-Results, subject and body (``folder`` and ``message_id`` are left
-    empty, attachments unlisted). Plain SQL on purpose: it runs once per thread on every sync,
-    and building a SQLAlchemy statement each time cost more than the query."""
+    empty, attachments unlisted). With ``bodies=False`` subject and body are neither read nor
+    decrypted and are left empty (the sender checks need neither). Plain SQL on purpose: it runs
+    once per thread on every sync, and SQLAlchemy's statement and result handling cost more than
+    the query: the pool's DB-API connection is used directly (read only, every cursor drained)."""
     out: dict[str, StoredMessage] = {}
     ids = list(dict.fromkeys(message_ids))
-    with store.engine.connect() as conn:
+    columns = _CHECK_COLUMNS if bodies else _SENDER_COLUMNS
+    rows: list[Any] = []
+    conn = store.engine.raw_connection()
+    try:
         for chunk in _chunks(ids, 900):
             marks = ",".join("?" * len(chunk))
-            for row in conn.exec_driver_sql(
-                f"SELECT {_CHECK_COLUMNS} FROM message WHERE id IN ({marks})",  # noqa: S608 (placeholders only)
-                tuple(chunk),
-            ):
-                mid, tid, uid, when, outgoing, flags, malformed, deleted, subj, name, addr, body, extra = row
-                ex = json.loads(store.open_text("message", "extra", mid, extra))
-                out[mid] = StoredMessage(
-                    id=mid,
-                    thread_id=tid,
-                    folder="",
-                    uid=uid,
-                    date=utc(when if isinstance(when, datetime) else datetime.fromisoformat(when)),  # type: ignore[arg-type]
-                    outgoing=bool(outgoing),
-                    flags=frozenset(flags.split()),
-                    malformed=bool(malformed),
-                    deleted_on_server=bool(deleted),
-                    message_id="",
-                    subject=store.open_text("message", "subject", mid, subj),
-                    sender=Address(
-                        store.open_text("message", "from_name", mid, name),
-                        store.open_text("message", "from_addr", mid, addr),
-                    ),
-                    body=store.open_text("message", "body", mid, body),
-                    to=_addrs(ex.get("to")),
-                    cc=_addrs(ex.get("cc")),
-                    reply_to=_addrs(ex.get("reply_to")),
-                    references=tuple(ex.get("references") or ()),
-                    in_reply_to=tuple(ex.get("in_reply_to") or ()),
-                    auth_results=ex.get("auth_results", ""),
-                    problem=ex.get("problem", ""),
-                )
+            cur = conn.cursor()
+            try:
+                cur.execute(f"SELECT {columns} FROM message WHERE id IN ({marks})", tuple(chunk))  # noqa: S608 (placeholders only)
+                rows += cur.fetchall()
+            finally:
+                cur.close()
+    finally:
+        conn.close()  # back to the pool
+    for row in rows:
+        mid, tid, uid, when, outgoing, flags, malformed, deleted, name, addr, extra = row[:11]
+        ex = json.loads(store.open_text("message", "extra", mid, extra))
+        out[mid] = StoredMessage(
+            id=mid,
+            thread_id=tid,
+            folder="",
+            uid=uid,
+            date=utc(when if isinstance(when, datetime) else datetime.fromisoformat(when)),  # type: ignore[arg-type]
+            outgoing=bool(outgoing),
+            flags=frozenset(flags.split()),
+            malformed=bool(malformed),
+            deleted_on_server=bool(deleted),
+            message_id="",
+            subject=store.open_text("message", "subject", mid, row[11]) if bodies else "",
+            sender=Address(
+                store.open_text("message", "from_name", mid, name),
+                store.open_text("message", "from_addr", mid, addr),
+            ),
+            body=store.open_text("message", "body", mid, row[12]) if bodies else "",
+            to=_addrs(ex.get("to")),
+            cc=_addrs(ex.get("cc")),
+            reply_to=_addrs(ex.get("reply_to")),
+            references=tuple(ex.get("references") or ()),
+            in_reply_to=tuple(ex.get("in_reply_to") or ()),
+            auth_results=ex.get("auth_results", ""),
+            problem=ex.get("problem", ""),
+        )
     return out

@@ -20,9 +20,11 @@ from carebox.domain.safety import (
     COMMON_MAIL_DOMAINS,
     LISTED_PHRASES,
     RED_FLAG_RULES,
+    AtomIndex,
     DirectoryPatient,
     PatientDirectory,
     Practice,
+    Prefilter,
     RedFlagMatcher,
     SenderChecker,
     SenderFacts,
@@ -36,6 +38,7 @@ from carebox.domain.safety import (
     idn_to_unicode,
     mentions_personal_account,
     merge_status,
+    need_branches,
     normalize_text,
     pattern_need,
     red_flags,
@@ -47,6 +50,7 @@ from carebox.domain.safety import (
     suggest_tag,
     urgent_banner,
     visit_in_window,
+    within_distance,
 )
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "redflags_corpus.json"
@@ -565,9 +569,12 @@ def test_pattern_need_never_rules_out_a_match(expr: str, text: str) -> None:
         pattern = re.compile(expr)
     except re.error:
         return
-    need = pattern_need(pattern)
+    pf = Prefilter(pattern)
     if pattern.search(text):
-        assert TextView(text).may_match(need), (expr, text, need)
+        own = AtomIndex(pf.atoms)  # the atoms found word by word
+        other = AtomIndex(["zzz"])  # an index without them: the atoms are looked up directly
+        assert TextView(text, own).may_match(pf), (expr, text, pf.need)
+        assert TextView(text, other).may_match(pf), (expr, text, pf.need)
 
 
 def test_pattern_need_of_the_rules_is_selective() -> None:
@@ -575,26 +582,63 @@ def test_pattern_need_of_the_rules_is_selective() -> None:
     without those words rules them all out."""
     patterns = [r.compiled() for r in RED_FLAG_RULES] + [p for _, p in safety._SCOPE]
     patterns += [safety._RESULTS, safety._PERSONAL, compile_phrase("Brustschmerz")]
-    view = TextView(normalize_text("thank you for the quick reply, see you next week"))
+    view = RedFlagMatcher(["Brustschmerz"]).view(normalize_text("thank you for the quick reply, see you next week"))
     for pattern in patterns:
-        need = pattern_need(pattern)
-        assert need is not None, pattern.pattern
-        assert not view.may_match(need), pattern.pattern
+        pf = Prefilter(pattern)
+        assert pf.branches is not None, pattern.pattern
+        assert not view.may_match(pf), pattern.pattern
     assert pattern_need(re.compile("(?i)chest pain")) is None  # case-insensitive: always runs
     assert pattern_need(re.compile(r"\w+")) is None
 
 
-def test_text_view_word_bag_answers_like_the_text() -> None:
-    """A long text is checked through its distinct words: same answer for any atom."""
+def test_atom_index_finds_exactly_the_atoms_in_the_text() -> None:
+    """Atoms are found word by word (and cached per word): the same answer as searching the text."""
     rng = random.Random(7)
-    atoms = sorted({a for piece in _PIECES for a in piece.split()} | {"ai", "n ", "ough", "38.", "-ray", "zz"})
+    atoms = sorted({a for piece in _PIECES for a in piece.split()} | {"ai", "ough", "38.", "-ray", "zz", "a"})
+    index = AtomIndex(atoms)
+    long_word = "x" * 70 + "chest" + "y" * 10  # past the per-word cache
     for _ in range(60):
-        norm = normalize_text(" ".join(rng.choice(_PIECES) for _ in range(rng.randrange(150, 400))))
-        assert len(norm) > 512  # long enough for the word bag
-        view = TextView(norm)
-        for a in (*atoms, *(norm[i : i + rng.randrange(1, 9)] for i in range(0, len(norm), 37))):
-            if a.split() == [a]:  # atoms never hold whitespace
-                assert view.present(a) == (a in norm), a
+        text = " ".join(rng.choice(_PIECES) for _ in range(rng.randrange(5, 400))) + " " + long_word
+        norm = normalize_text(text)
+        for _ in range(2):  # cold, then from the cache
+            assert index.atoms_in(set(norm.split())) == {a for a in atoms if a in norm}
+    with pytest.raises(ValueError, match="whitespace"):
+        AtomIndex(["chest pain"])
+
+
+def _holds(need: object, present: set[str] | frozenset[str]) -> bool:
+    if need is None:
+        return True
+    if isinstance(need, str):
+        return need in present
+    op, kids = need  # type: ignore[misc]
+    return (all if op == "and" else any)(_holds(k, present) for k in kids)
+
+
+_NEEDS = st.recursive(
+    st.sampled_from("abcdefgh"),
+    lambda kids: st.one_of(
+        st.lists(kids, min_size=1, max_size=4).map(safety._and),
+        st.lists(kids, min_size=1, max_size=4).map(safety._or),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_NEEDS, st.frozensets(st.sampled_from("abcdefgh")))
+def test_need_branches_hold_whenever_the_need_holds(need: object, present: frozenset[str]) -> None:
+    """The branch form of a need is implied by it, and equal to it while small enough to expand."""
+    branches = need_branches(need)  # type: ignore[arg-type]
+    got = branches is None or any(all(c & present for c in br) for br in branches)
+    if _holds(need, present):
+        assert got
+    if _leaves(need) <= 6:  # at most 3 x 3 clauses from any nested condition: expanded exactly
+        assert got == _holds(need, present)
+
+
+def _leaves(need: object) -> int:
+    return 1 if isinstance(need, str) else sum(_leaves(k) for k in need[1])  # type: ignore[index]
 
 
 _DOMAINS = st.one_of(
@@ -649,3 +693,40 @@ def test_sender_checker_answers_like_check_sender_and_keys_on_what_it_reads() ->
     statuses = [checker.check(f).status for f in facts[:3]]
     assert statuses == [SenderStatus.VERIFIED, SenderStatus.WARNING, SenderStatus.WARNING]
     assert checker.check(facts[0]) is checker.check(SenderFacts(Address("Anna Berg", "anna.berg@mail.example")))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet="abcrnm.-", max_size=14),
+    st.text(alphabet="abcrnm.-", max_size=14),
+    st.integers(1, 3),
+)
+@example("abcdef", "abdcef", 1)  # a swap
+@example("gmail.com", "gmial.com", 2)
+@example("xaaaaz", "aaaayw", 1)
+def test_within_distance_is_the_distance_up_to_the_limit(a: str, b: str, limit: int) -> None:
+    assert within_distance(a, b, limit) == min(damerau_distance(a, b, limit), limit + 1)
+    assert within_distance(a, a[1:] + a[:1], limit) == min(damerau_distance(a, a[1:] + a[:1], limit), limit + 1)
+
+
+def ref_lookalike_address(directory: PatientDirectory, domain: str, local: str) -> str | None:
+    for known_addr in directory.by_domain.get(domain_skeleton(domain), ()):
+        k_local = known_addr.rpartition("@")[0]
+        same_look = skeleton(k_local) == skeleton(local)
+        one_typo = len(k_local) >= 6 and damerau_distance(k_local, local, 1) <= 1
+        if same_look or one_typo:
+            return known_addr
+    return None
+
+
+_LOCALS = st.text(alphabet="abelnor.10", min_size=1, max_size=9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_LOCALS, min_size=1, max_size=12), _LOCALS, st.sampled_from(["gmail.com", "gmai1.com", "web.de"]))
+@example(["lena.kowalski", "lena.kovvalski"], "lena.kowalsky", "gmail.com")
+def test_lookalike_address_equals_the_reference(locals_: list[str], local: str, domain: str) -> None:
+    patients = [DirectoryPatient(f"p{i}", f"P{i} X", (f"{x}@gmail.com",)) for i, x in enumerate(locals_)]
+    directory = PatientDirectory(patients)
+    for q in (local, *locals_[:3], *(x[:-1] + "l" for x in locals_[:3]), *(x + "o" for x in locals_[:2])):
+        assert directory.lookalike_address(domain, q) == ref_lookalike_address(directory, domain, q), q

@@ -90,3 +90,23 @@ def test_thread_ids_for_addresses_and_load_messages(store: Store) -> None:
     loaded = P.load_messages(store, keys)
     assert [m.body for m in loaded.values()] == ["hello"]
     assert P.thread_ids_for_addresses(store, ["none@x.example"]) == []
+    assert [(m.subject, m.sender.addr) for m in loaded.values()] == [("Question", "anna2@mail.example")]
+
+
+def test_load_messages_without_bodies_reads_the_sender_facts_only(store: Store) -> None:
+    import dataclasses
+
+    from carebox.domain.models import Address
+
+    m = message("m1@x", sender=Address("Anna", "anna2@mail.example"), to=DOC, subject="Chest", body="chest pain")
+    m = dataclasses.replace(
+        m,
+        parsed=dataclasses.replace(m.parsed, reply_to=(Address("", "r@x.example"),), auth_results="mx; dkim=fail"),
+    )
+    (mid,) = store.add_messages("INBOX", [m]).added
+    full = P.load_messages(store, [mid])[mid]
+    light = P.load_messages(store, [mid, mid], bodies=False)[mid]
+    assert (full.subject, full.body) == ("Chest", "chest pain")
+    assert (light.subject, light.body) == ("", "")
+    assert dataclasses.replace(light, subject=full.subject, body=full.body) == full
+    assert light.reply_to == (Address("", "r@x.example"),) and light.auth_results == "mx; dkim=fail"
