@@ -10,11 +10,47 @@ import lxml.etree
 import lxml.html
 
 _BLOCK = frozenset(
-    "p div section article header footer main aside nav form fieldset address blockquote center "
-    "h1 h2 h3 h4 h5 h6 ul ol dl dt dd table thead tbody tfoot tr caption hr figure figcaption".split()
+    [
+        "p",
+        "div",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "main",
+        "aside",
+        "nav",
+        "form",
+        "fieldset",
+        "address",
+        "blockquote",
+        "center",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "ul",
+        "ol",
+        "dl",
+        "dt",
+        "dd",
+        "table",
+        "thead",
+        "tbody",
+        "tfoot",
+        "tr",
+        "caption",
+        "hr",
+        "figure",
+        "figcaption",
+    ]
 )
-_PARAGRAPH = frozenset("p h1 h2 h3 h4 h5 h6 ul ol table blockquote pre hr dl".split())
-_HIDDEN = frozenset("script style head title template noscript iframe object embed svg math".split())
+_PARAGRAPH = frozenset(["p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "blockquote", "pre", "hr", "dl"])
+_HIDDEN = frozenset(
+    ["script", "style", "head", "title", "template", "noscript", "iframe", "object", "embed", "svg", "math"]
+)
 _SPACES = re.compile(r"[ \t\r\n\f\v\u00a0]+")
 MAX_HTML_CHARS = 2_000_000
 
