@@ -24,6 +24,7 @@ import binascii
 import codecs
 import contextlib
 import functools
+import itertools
 import re
 from datetime import UTC, datetime
 from email import errors as email_errors
@@ -153,6 +154,146 @@ class _Part(Message):
 
 
 _PARSER = BytesParser(_Part, policy=_POLICY)
+
+
+# --------------------------------------------------------------------------- the MIME tree, fast
+#
+# email's feed parser reads every line through a generator (about 0.15 ms for a 10 KB message,
+# most of the parsing time). For the common shapes, _fast_tree builds the very same tree (same
+# classes, headers, payload strings, preamble, epilogue, defects) with str.find: header blocks
+# as the feed parser's _parse_headers splits them, bodies cut at the boundary lines, and the
+# line break before a boundary dropped as it drops it. Anything unusual (lone CRs, message/*
+# parts, multipart/digest, no boundary, no blank line after the headers, a nameless header, a
+# leading continuation line, doubled boundary lines, a multipart that does not close, a "From "
+# line, a transfer encoding on a multipart) returns None and the feed parser does it all.
+# Every step is linear in the part's size; the depth is capped. (Checked against the feed parser
+# tree for tree on the test messages, 10,000 bench messages and 150,000 fuzzed ones.)
+
+# The feed parser's own patterns (email.feedparser), applied to the same lines.
+_FP_HEADER = re.compile(r"(From |[\041-\071\073-\176]*:|[\t ])")  # headerRE, anchored by match()
+_FAST_MAX_DEPTH = 8  # multipart levels handled here; deeper trees go to the feed parser
+
+
+def _fast_tree(data: bytes) -> Message | None:
+    """The tree ``_PARSER.parsebytes(data)`` returns, or None where only the feed parser will do."""
+    text = data.decode("ascii", "surrogateescape")  # as BytesParser.parsebytes
+    if "\r" in text and text.count("\r") != text.count("\r\n"):
+        return None  # lone CRs end lines too: leave the line splitting to email
+    try:
+        return _fast_part(text, 0, len(text), 0)
+    except _NotFast:
+        return None
+
+
+class _NotFast(Exception):
+    pass
+
+
+def _fast_headers(text: str, start: int, end: int) -> tuple[Message, int]:
+    """The part whose header block starts at ``start``, with the headers the feed parser would
+    give it (its ``_parse_headers`` without the defect branches), and where its body starts."""
+    lines: list[str] = []
+    pos = start
+    while True:
+        if pos >= end:
+            raise _NotFast  # no blank line before the end of the part
+        nl = text.find("\n", pos, end)
+        line_end = end if nl < 0 else nl + 1
+        first = text[pos]
+        if first == "\n" or first == "\r":  # the blank line (no lone CRs: it is "\r\n" or "\n")
+            break
+        if first == ":" or not _FP_HEADER.match(text, pos, line_end) or text.startswith("From ", pos):
+            raise _NotFast  # a nameless header, a body line with no blank line before it, an mbox "From "
+        lines.append(text[pos:line_end])
+        pos = line_end
+    part = _Part(policy=_POLICY)
+    source: list[str] = []
+    for line in lines:
+        if line[0] in " \t":
+            if not source:
+                raise _NotFast  # the first header line is a continuation line
+            source.append(line)
+            continue
+        if source:
+            part.set_raw(*_POLICY.header_source_parse(source))
+        source = [line]
+    if source:
+        part.set_raw(*_POLICY.header_source_parse(source))
+    return part, line_end
+
+
+def _strip_eol(value: str) -> str:
+    """``value`` without the line break it ends with (what email's NLCRE_eol strips)."""
+    if value.endswith("\r\n"):
+        return value[:-2]
+    if value.endswith(("\r", "\n")):
+        return value[:-1]
+    return value
+
+
+def _fast_part(text: str, start: int, end: int, depth: int) -> Message:
+    """The part whose text is ``text[start:end]`` (for a subpart: up to its closing boundary line)."""
+    part, body = _fast_headers(text, start, end)
+    ctype = part.get_content_type()
+    maintype = ctype.partition("/")[0]
+    if maintype == "message":
+        raise _NotFast
+    if maintype != "multipart":
+        part._payload = text[body:end]
+        return part
+    boundary = part.get_boundary()
+    if (
+        not boundary
+        or ctype == "multipart/digest"
+        or depth >= _FAST_MAX_DEPTH
+        or str(part.get("content-transfer-encoding", "8bit")).lower() not in ("7bit", "8bit", "binary")
+    ):
+        raise _NotFast
+    separator = "--" + boundary
+    boundary_re = re.compile(
+        "(?P<sep>" + re.escape(separator) + r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"
+    )
+    # every line that is a boundary of this part: (line start, line end, is the closing one)
+    lines: list[tuple[int, int, bool]] = []
+    pos = body
+    while True:
+        at = text.find(separator, pos, end)
+        if at < 0:
+            break
+        nl = text.find("\n", at, end)
+        line_end = end if nl < 0 else nl + 1
+        if at == body or text[at - 1] == "\n":
+            mo = boundary_re.match(text[at:line_end])
+            if mo:
+                lines.append((at, line_end, bool(mo.group("end"))))
+                if mo.group("end"):
+                    break
+        pos = line_end
+    # the shape the feed parser reads without a defect: an opening boundary, parts separated by
+    # single boundary lines, and a closing one
+    if len(lines) < 2 or lines[0][2] or not lines[-1][2]:
+        raise _NotFast
+    if lines[0][0] > body:  # the preamble, without the line break that belongs to the boundary
+        part.preamble = _strip_eol(text[body : lines[0][0]])
+    for (_, child_start, _), (next_start, _, _) in itertools.pairwise(lines):
+        if child_start == next_start:
+            raise _NotFast  # two boundary lines in a row
+        child = _fast_part(text, child_start, next_start, depth + 1)
+        if child.get_content_maintype() == "multipart":
+            if child.epilogue == "":
+                child.epilogue = None
+            elif child.epilogue is not None:
+                child.epilogue = _strip_eol(child.epilogue)
+        elif isinstance(child._payload, str):
+            child._payload = _strip_eol(child._payload)
+        part.attach(child)
+    part.epilogue = text[lines[-1][1] : end]
+    return part
+
+
+def _mime_tree(data: bytes) -> Message:
+    tree = _fast_tree(data)
+    return tree if tree is not None else _PARSER.parsebytes(data)
 
 
 # --------------------------------------------------------------------------- charsets
@@ -750,7 +891,7 @@ def _parse_into(fields: dict, raw: bytes, max_header_bytes: int, max_body_chars:
         return
     data = _cap_headers(raw, max(1, max_header_bytes), problems)
     data = _cap_containers(data, problems)
-    msg = _PARSER.parsebytes(data)
+    msg = _mime_tree(data)
     headers: dict[str, list[str]] = {}
     for name, value in msg.raw_items():
         key = name.lower()
