@@ -17,9 +17,11 @@ clock is passed in.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -60,6 +62,7 @@ __all__ = [
     "merge_status",
     "need_branches",
     "normalize_text",
+    "normalize_words",
     "pattern_need",
     "red_flags",
     "reply_target",
@@ -90,10 +93,14 @@ def normalize_text(text: str) -> str:
     ``str.split()`` splits on exactly the characters regular expressions call ``\\s`` (tests
     check every code point). ASCII text takes a shortcut: NFKC leaves it as it is, the only
     mapped character in it is the backtick, and case-folding it is lower-casing."""
+    return " ".join(normalize_words(text))
+
+
+def normalize_words(text: str) -> list[str]:
+    """``normalize_text(text).split()``, computed directly."""
     if text.isascii():
-        return " ".join(text.lower().replace("`", "'").split())
-    text = unicodedata.normalize("NFKC", text).translate(_ONE_FORM)
-    return " ".join(text.casefold().split())
+        return text.lower().replace("`", "'").split()
+    return unicodedata.normalize("NFKC", text).translate(_ONE_FORM).casefold().split()
 
 
 def strip_quoted(body: str) -> str:
@@ -284,17 +291,9 @@ def _analyse_item(op: Any, av: Any) -> tuple[frozenset[str] | None, _Need]:
 def pattern_need(pattern: re.Pattern[str]) -> _Need:
     """What every match of ``pattern`` contains (None: no condition known). Case-insensitive
     patterns, and anything the analysis does not know, get None: they always run."""
-    if _sre_parse is None or not isinstance(pattern.pattern, str):
+    if not isinstance(pattern.pattern, str):
         return None
-    if pattern.flags & (re.IGNORECASE | re.LOCALE):
-        return None
-    try:
-        tree = _sre_parse.parse(pattern.pattern, pattern.flags)
-        if tree.state.flags & (re.IGNORECASE | re.LOCALE):
-            return None
-        return _analyse_seq(tree)[1]
-    except Exception:  # anything unexpected: no prefilter, the pattern always runs
-        return None
+    return _analysis(pattern.pattern, pattern.flags)[0]
 
 
 def _atoms_of(need: _Need) -> set[str]:
@@ -395,54 +394,237 @@ class AtomIndex:
         return out
 
 
-class Prefilter:
-    """A compiled pattern with what its matches need: ``search(view)`` returns exactly
-    ``pattern.search(view.norm)``, without running the pattern when the need fails."""
+_ALTERNATIVES_MAX = 64  # leading alternatives a pattern is split into
+_CANDIDATES_MAX = 48  # start positions tried one by one; after that, an ordinary search
 
-    __slots__ = ("_checked", "atoms", "branches", "need", "pattern")
+
+@dataclass(frozen=True, slots=True)
+class _Alternative:
+    """One leading alternative of a pattern (``a|b`` at its start, nested ones expanded): what
+    its matches need, and the literal strings every one of its matches starts with (None:
+    unknown), each with its first word (what an ``AtomIndex`` can tell is present)."""
+
+    branches: list[list[frozenset[str]]] | None
+    atoms: frozenset[str]
+    prefixes: tuple[str, ...] | None
+    heads: tuple[str | None, ...]
+    word_start: bool  # it starts with (?<!\w): no word character right before a match
+
+
+def _leading_alternatives(items: Sequence[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
+    """The sequence split at its first real item (after zero-width assertions) while that is a
+    group or an alternation: ``(?<!\\w)(?:a|b)c`` -> ``(?<!\\w)ac``, ``(?<!\\w)bc``. Any match of
+    the sequence is a match of one of them."""
+    c = _sre_c
+    todo = [list(items)]
+    done: list[list[tuple[Any, Any]]] = []
+    while todo:
+        seq = todo.pop()
+        k = next((i for i, (op, _) in enumerate(seq) if op not in (c.AT, c.ASSERT, c.ASSERT_NOT)), None)
+        if k is None:
+            done.append(seq)
+            continue
+        op, av = seq[k]
+        if op is c.SUBPATTERN and not av[1] and not av[2]:
+            todo.append(seq[:k] + list(av[3]) + seq[k + 1 :])
+        elif op is c.BRANCH and len(todo) + len(done) + len(av[1]) <= _ALTERNATIVES_MAX:
+            todo.extend(seq[:k] + list(alt) + seq[k + 1 :] for alt in av[1])
+        else:
+            done.append(seq)
+    return done
+
+
+def _prefixes(items: Sequence[tuple[Any, Any]]) -> tuple[str, ...] | None:
+    """Strings every match of the sequence starts with (None: unknown, or one may be empty):
+    few and short (each is searched for in the text), and none starting with another (its
+    occurrences would be a subset of the other's)."""
+    prod: set[str] = {""}
+    for op, av in items:
+        e, _ = _analyse_item(op, av)
+        if e is None:
+            break
+        joined = {a + b for a in prod for b in e}
+        # longer while that adds no strings; more strings only while some are under 4 characters
+        if len(joined) > len(prod) and (len(joined) > 8 or min(map(len, prod)) >= 4):
+            break
+        prod = joined
+    if "" in prod:
+        return None
+    return tuple(sorted(f for f in prod if not any(g != f and f.startswith(g) for g in prod)))
+
+
+def _after_non_word(items: Sequence[tuple[Any, Any]]) -> bool:
+    """Whether the sequence starts with the assertion ``(?<!\\w)`` (before any other item)."""
+    c = _sre_c
+    for op, av in items:
+        if op is c.ASSERT_NOT and av[0] == -1 and list(av[1]) == [(c.IN, [(c.CATEGORY, c.CATEGORY_WORD)])]:
+            return True
+        if op not in (c.AT, c.ASSERT, c.ASSERT_NOT):
+            return False
+    return False
+
+
+@lru_cache(maxsize=512)
+def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] | None]:
+    """(need, leading alternatives) of a pattern, computed once per process; (None, None) when
+    the analysis does not apply (case-insensitive, or anything it does not know)."""
+    if _sre_parse is None or flags & (re.IGNORECASE | re.LOCALE):
+        return None, None
+    try:
+        tree = _sre_parse.parse(source, flags)
+        if tree.state.flags & (re.IGNORECASE | re.LOCALE):
+            return None, None
+        need = _analyse_seq(tree)[1]
+        alts = []
+        for seq in _leading_alternatives(tree.data):
+            alt_need = _analyse_seq(seq)[1]
+            prefixes = _prefixes(seq)
+            heads = tuple((f.split() or [None])[0] for f in prefixes) if prefixes else ()
+            alts.append(
+                _Alternative(
+                    need_branches(alt_need), frozenset(_atoms_of(alt_need)), prefixes, heads, _after_non_word(seq)
+                )
+            )
+        return need, tuple(alts)
+    except Exception:  # anything unexpected: no prefilter, the pattern always runs
+        return None, None
+
+
+class Prefilter:
+    """A compiled pattern with what its matches need and where they can start: ``search(view)``
+    returns exactly ``pattern.search(view.norm)`` and ``finditer(view)`` exactly the matches of
+    ``pattern.finditer(view.norm)``, but the pattern does not run on a text without the literals
+    its matches need, and on the others it is tried only where a match can start (at each
+    occurrence of a literal every match of a possible alternative starts with)."""
+
+    __slots__ = ("_checked", "alternatives", "atoms", "branches", "need", "pattern")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
-        self.need = pattern_need(pattern)
+        if isinstance(pattern.pattern, str):
+            self.need, self.alternatives = _analysis(pattern.pattern, pattern.flags)
+        else:  # pragma: no cover - carebox only has str patterns
+            self.need, self.alternatives = None, None
         self.branches = need_branches(self.need)
-        self.atoms: frozenset[str] = frozenset(_atoms_of(self.need))
+        atoms = set(_atoms_of(self.need))
+        for alt in self.alternatives or ():
+            atoms |= alt.atoms | {h for h in alt.heads if h is not None}
+        self.atoms: frozenset[str] = frozenset(atoms)
         self._checked: AtomIndex | None = None  # the last index seen to hold every atom of this one
 
     def search(self, view: TextView) -> re.Match[str] | None:
+        return next(self.finditer(view), None)
+
+    def finditer(self, view: TextView) -> Iterator[re.Match[str]]:
         if not view.may_match(self):
-            return None
-        return self.pattern.search(view.norm)
+            return
+        norm, pattern = view.norm, self.pattern
+        if self.alternatives is None:
+            yield from pattern.finditer(norm)
+            return
+        alts = [a for a in self.alternatives if view.holds(a.branches, self)]
+        if not alts:
+            return
+        if any(a.prefixes is None for a in alts):
+            yield from pattern.finditer(norm)
+            return
+        # Every match starts at an occurrence of a prefix of a possible alternative: try those
+        # positions in order (a merge of one position stream per prefix), like finditer would.
+        heap: list[tuple[int, str, bool]] = []
+        for alt in alts:
+            for f, head in zip(alt.prefixes or (), alt.heads, strict=True):
+                if head is None or view.has(head, self):
+                    i = norm.find(f)
+                    if i >= 0:
+                        heap.append((i, f, alt.word_start))
+        heapq.heapify(heap)
+        end = tried = 0
+        last = -1
+        while heap:
+            s, f, word_start = heap[0]
+            nxt = norm.find(f, s + 1)
+            if nxt >= 0:
+                heapq.heapreplace(heap, (nxt, f, word_start))
+            else:
+                heapq.heappop(heap)
+            if s < end or s == last:
+                continue
+            if word_start and s and (norm[s - 1].isalnum() or norm[s - 1] == "_"):
+                continue  # inside a word: that alternative's (?<!\w) fails here (\w is exactly this test)
+            last = s
+            tried += 1
+            if tried > _CANDIDATES_MAX:  # many candidates: an ordinary search from here on
+                yield from pattern.finditer(norm, s)
+                return
+            m = pattern.match(norm, s)
+            if m is not None:
+                yield m
+                # like finditer: the next match starts where this one ended (one further after an empty one)
+                end = m.end() if m.end() > m.start() else m.end() + 1
 
 
 class TextView:
     """A normalised text, with the atoms of an ``AtomIndex`` found in it once and shared by
     every pattern checked against it."""
 
-    __slots__ = ("_present", "index", "norm")
+    __slots__ = ("_present", "_words", "index", "norm")
 
-    def __init__(self, norm: str, index: AtomIndex | None = None) -> None:
+    def __init__(self, norm: str, index: AtomIndex | None = None, words: Sequence[str] | None = None) -> None:
+        """``words``: ``norm.split()`` when the caller has it (``normalize_words``)."""
         self.norm = norm
         self.index = index if index is not None else _builtin_index()
+        self._words = words
         self._present: set[str] | None = None
 
+    @classmethod
+    def of(cls, text: str, index: AtomIndex | None = None) -> TextView:
+        """The view of a text not yet normalised."""
+        words = normalize_words(text)
+        return cls(" ".join(words), index, words)
+
     def present(self) -> set[str]:
+        """The atoms of the index that occur in the text."""
         if self._present is None:
-            self._present = self.index.atoms_in(set(self.norm.split()))
+            words = self._words if self._words is not None else self.norm.split()
+            self._present = self.index.atoms_in(set(words))
         return self._present
 
-    def may_match(self, pf: Prefilter) -> bool:
-        branches = pf.branches
+    def _indexed(self, pf: Prefilter) -> bool:
+        """Whether this view's index holds every atom of ``pf`` (else atoms are looked up in the text)."""
+        if pf._checked is self.index:
+            return True
+        if pf.atoms <= self.index.atoms:
+            pf._checked = self.index
+            return True
+        return False
+
+    def has(self, atom: str, pf: Prefilter) -> bool:
+        """Whether ``atom`` (one of ``pf``'s) occurs in the text."""
+        return atom in self.present() if self._indexed(pf) else atom in self.norm
+
+    def holds(self, branches: list[list[frozenset[str]]] | None, pf: Prefilter) -> bool:
+        """Whether a need in branch form (of ``pf``) holds in the text."""
         if branches is None:
             return True
-        if pf._checked is not self.index:
-            if not pf.atoms <= self.index.atoms:  # another index: look for the atoms directly
-                norm = self.norm
-                return any(all(any(a in norm for a in clause) for clause in branch) for branch in branches)
-            pf._checked = self.index
+        if not self._indexed(pf):
+            norm = self.norm
+            return any(all(any(a in norm for a in clause) for clause in branch) for branch in branches)
         present = self.present()
-        if present.isdisjoint(pf.atoms):
+        for branch in branches:
+            for clause in branch:
+                if clause.isdisjoint(present):
+                    break
+            else:
+                return True
+        return False
+
+    def may_match(self, pf: Prefilter) -> bool:
+        """False when no match of ``pf``'s pattern can be in the text."""
+        if pf.branches is None:
+            return True
+        if self._indexed(pf) and self.present().isdisjoint(pf.atoms):
             return False
-        return any(all(not clause.isdisjoint(present) for clause in branch) for branch in branches)
+        return self.holds(pf.branches, pf)
 
 
 # --- red flags -------------------------------------------------------------------------------------
@@ -762,25 +944,26 @@ class RedFlagMatcher:
         atoms = frozenset().union(*(f.atoms for f in self._filters))
         self.index = builtin if atoms <= builtin.atoms else AtomIndex(atoms | builtin.atoms)
 
-    def view(self, norm: str) -> TextView:
-        """A view of a normalised text for this matcher (and the scope checks)."""
-        return TextView(norm, self.index)
+    def view(self, text: str) -> TextView:
+        """The view of a text (not yet normalised) for this matcher and the scope checks."""
+        return TextView.of(text, self.index)
 
     def find(self, text: str) -> list[RedFlagHit]:
         """Every rule that matches, once each (the first match), in rule order."""
-        return self.find_in(self.view(normalize_text(text)))
+        return self.find_in(self.view(text))
 
     def find_in(self, view: TextView) -> list[RedFlagHit]:
-        """``find`` over a text already normalised (``matcher.view(normalize_text(text))``)."""
+        """``find`` over the view of a text (``matcher.view(text)``)."""
         norm = view.norm
         hits: list[RedFlagHit] = []
-        for (rule, label, pattern), pf in zip(self._rules, self._filters, strict=True):
-            if not view.may_match(pf):
-                continue
-            m = pattern.search(norm)
+        for (rule, label, _pattern), pf in zip(self._rules, self._filters, strict=True):
+            matches = pf.finditer(view)  # exactly pattern.finditer(norm)
+            m = next(matches, None)
             if m is None:
                 continue
-            negated = all(_NEGATION.search(norm[max(0, x.start() - 40) : x.start()]) for x in pattern.finditer(norm))
+            negated = all(
+                _NEGATION.search(norm[max(0, x.start() - 40) : x.start()]) for x in itertools.chain((m,), matches)
+            )
             hits.append(RedFlagHit(rule, label, m.group(0), negated))
         return hits
 
@@ -1468,15 +1651,15 @@ def _builtin_index() -> AtomIndex:
 
 
 def _view(text: str, normalized: TextView | None) -> TextView:
-    return normalized if normalized is not None else TextView(normalize_text(text))
+    return normalized if normalized is not None else TextView.of(text)
 
 
 def scope_category(
     text: str, categories: Iterable[str] | None = None, *, normalized: TextView | None = None
 ) -> str | None:
     """An out-of-scope category suggested by keywords (refill, billing, appointment) or None.
-    With ``categories`` only those ids are suggested. ``normalized``: the same text already
-    normalised (``TextView(normalize_text(text))``), to share that work between checks."""
+    With ``categories`` only those ids are suggested. ``normalized``: the view of the same text
+    (``TextView.of(text)``, ``RedFlagMatcher.view(text)``), to share that work between checks."""
     view = _view(text, normalized)
     allowed = None if categories is None else set(categories)
     for cat, pattern in _SCOPE_FAST:
@@ -1525,7 +1708,7 @@ def suggest_tag(
     went through the physician's personal account -> "personal_account" with the professional
     address template; an appointment, billing or refill request -> that category; a known patient
     with no visit in the window -> "free_advice". No consent on file suggests the consent template.
-    ``normalized``: ``TextView(normalize_text(text))`` when the caller has it already."""
+    ``normalized``: the view of ``text`` when the caller has it already (see ``scope_category``)."""
     allowed = None if categories is None else set(categories)
 
     def ok(cat: str) -> bool:

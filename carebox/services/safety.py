@@ -33,7 +33,6 @@ from carebox.domain.safety import (
     SenderStatus,
     mentions_personal_account,
     merge_status,
-    normalize_text,
     reply_target,
     result_category,
     strip_quoted,
@@ -202,7 +201,7 @@ class SafetyInspector:
         if not pending:
             return _Evaluation(status, checks, (), None, None, "", None, reply, patient)
         text = "\n".join(f"{m.subject}\n{strip_quoted(m.body)}" for m in msgs)
-        view = self.matcher.view(normalize_text(text))  # normalised once for every check below
+        view = self.matcher.view(text)  # normalised once for every check below
         hits = tuple(self.matcher.find_in(view))
         own = {a.lower() for a in practice.personal_addresses}
         personal = mentions_personal_account(text, normalized=view) or any(

@@ -40,6 +40,7 @@ from carebox.domain.safety import (
     merge_status,
     need_branches,
     normalize_text,
+    normalize_words,
     pattern_need,
     red_flags,
     reply_target,
@@ -518,6 +519,7 @@ def test_fast_matcher_equals_reference_on_generated_text(text: str) -> None:
 @example("ok\n \t> quoted\n>b\r\n  >c\r\nd > e\n\t>")
 def test_fast_normalisation_and_quote_stripping_equal_the_reference(text: str) -> None:
     assert normalize_text(text) == ref_normalize(text)
+    assert normalize_words(text) == ref_normalize(text).split()
     assert normalize_text(text.encode("ascii", "replace").decode()) == ref_normalize(
         text.encode("ascii", "replace").decode()
     )
@@ -534,7 +536,7 @@ def test_fast_scope_result_and_personal_checks_equal_the_patterns(text: str, onl
     assert scope_category(text, [only]) == only_expected
     assert result_category(text) == ("results" if safety._RESULTS.search(norm) else None)
     assert mentions_personal_account(text) == bool(safety._PERSONAL.search(norm))
-    view = TextView(normalize_text(text))
+    view = TextView.of(text)
     assert scope_category("ignored", normalized=view) == expected_scope
 
 
@@ -563,18 +565,24 @@ def _regex(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.recursive(_REGEX_ATOMS, _regex, max_leaves=12), st.text(alphabet="abcx -\n1A", max_size=40))
-def test_pattern_need_never_rules_out_a_match(expr: str, text: str) -> None:
+@given(
+    st.recursive(_REGEX_ATOMS, _regex, max_leaves=12),
+    st.one_of(st.text(alphabet="abcx -\n1A", max_size=40), st.text(alphabet="abcx -1", min_size=100, max_size=300)),
+)
+def test_prefilter_finds_exactly_the_matches_of_the_pattern(expr: str, text: str) -> None:
     try:
         pattern = re.compile(expr)
     except re.error:
         return
     pf = Prefilter(pattern)
-    if pattern.search(text):
-        own = AtomIndex(pf.atoms)  # the atoms found word by word
-        other = AtomIndex(["zzz"])  # an index without them: the atoms are looked up directly
-        assert TextView(text, own).may_match(pf), (expr, text, pf.need)
-        assert TextView(text, other).may_match(pf), (expr, text, pf.need)
+    expected = [(m.span(), m.group(0), m.groups()) for m in pattern.finditer(text)]
+    for index in (AtomIndex(pf.atoms), AtomIndex(["zzz"])):  # atoms found word by word, or looked up directly
+        view = TextView(text, index)
+        if expected:
+            assert view.may_match(pf), (expr, text, pf.need)
+        assert [(m.span(), m.group(0), m.groups()) for m in pf.finditer(view)] == expected, (expr, text)
+        first = pf.search(view)
+        assert (first and first.span()) == (expected and expected[0][0]) or (first is None and not expected)
 
 
 def test_pattern_need_of_the_rules_is_selective() -> None:
@@ -582,7 +590,7 @@ def test_pattern_need_of_the_rules_is_selective() -> None:
     without those words rules them all out."""
     patterns = [r.compiled() for r in RED_FLAG_RULES] + [p for _, p in safety._SCOPE]
     patterns += [safety._RESULTS, safety._PERSONAL, compile_phrase("Brustschmerz")]
-    view = RedFlagMatcher(["Brustschmerz"]).view(normalize_text("thank you for the quick reply, see you next week"))
+    view = RedFlagMatcher(["Brustschmerz"]).view("thank you for the quick reply, see you next week")
     for pattern in patterns:
         pf = Prefilter(pattern)
         assert pf.branches is not None, pattern.pattern
@@ -730,3 +738,13 @@ def test_lookalike_address_equals_the_reference(locals_: list[str], local: str, 
     directory = PatientDirectory(patients)
     for q in (local, *locals_[:3], *(x[:-1] + "l" for x in locals_[:3]), *(x + "o" for x in locals_[:2])):
         assert directory.lookalike_address(domain, q) == ref_lookalike_address(directory, domain, q), q
+
+
+@pytest.mark.parametrize("failing", [0, 47, 48, 49, 120])
+def test_prefilter_with_many_candidate_starts_finds_the_same_matches(failing: int) -> None:
+    """Past the budget of starts tried one by one, an ordinary search takes over exactly there."""
+    pattern = re.compile(r"(?<!\w)(?:ab|cd)e?(?!\w)")
+    text = "xab " * failing + "ab cde xcd ab"
+    pf = Prefilter(pattern)
+    for view in (TextView(text, AtomIndex(pf.atoms)), TextView(text, AtomIndex(["zzz"]))):
+        assert [m.span() for m in pf.finditer(view)] == [m.span() for m in pattern.finditer(text)]
