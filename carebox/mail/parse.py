@@ -10,9 +10,8 @@ Built for speed and for hostile input:
   quadratic time) at 4 KiB, multipart/message containers at 40 per message (the feed
   parser is quadratic in nesting depth and overflows the stack near 1,000), the walk at 20
   levels and 1,000 parts, attachments at 100, the body at ``max_body_chars``.
-* HTML becomes plain text through a linear tokenizer and ``html.unescape`` (see
-  :func:`html_to_text` for why not ``html.parser``). Nothing is ever fetched; links keep
-  their text, images are dropped.
+* HTML becomes plain text through lxml (libxml2's HTML parser, linear on hostile input; see
+  carebox.mail.htmltext). Nothing is ever fetched; links keep their text, images are dropped.
 
 Header values keep their characters as sent (after unfolding and decoding): stripping
 control and bidi characters for display is the UI's job. Problem lines never quote content.
@@ -32,7 +31,6 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
-from html import unescape
 
 from carebox.domain.models import Address, Attachment, ParsedMessage
 
@@ -578,123 +576,12 @@ def _cap_containers(raw: bytes, problems: _Problems) -> bytes:
 
 # --------------------------------------------------------------------------- HTML
 
-# Elements whose content is never text for the reader (raw text: searched for their end tag).
-_RAW_TEXT_TAGS = frozenset({"script", "style", "title", "xmp", "iframe", "noembed", "noframes"})
-# Elements whose content is dropped (nesting counted).
-_HIDDEN_TAGS = frozenset({"template", "svg", "math", "head"})
-_PARAGRAPH_TAGS = frozenset(
-    {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table", "ul", "ol", "dl", "hr"}
-)
-_BLOCK_TAGS = _PARAGRAPH_TAGS | frozenset(
-    {
-        "address",
-        "article",
-        "aside",
-        "center",
-        "dd",
-        "details",
-        "dialog",
-        "div",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "header",
-        "main",
-        "nav",
-        "section",
-        "summary",
-        "tr",
-    }
-)
-# A tag (name kept, attributes ignored), a comment opening, or a declaration / processing
-# instruction / bogus end tag. "[^<>]*" stops at the next "<", so the scan is linear.
-_HTML_TOKEN = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]{0,40})[^<>]*>|<!--|<[!?/][^<>]*>")
-_RAW_TEXT_END = {name: re.compile(rf"</{name}[\s/>][^<>]*>?", re.IGNORECASE) for name in _RAW_TEXT_TAGS}
-_SPACES = re.compile(r"[ \t\n\r\f\v\xa0\u2000-\u200a\u202f\u205f\u3000]+")
-_LINE_SPACES = re.compile(r"[ \t\f\v\xa0\u2000-\u200a\u202f\u205f\u3000]+")
-_MANY_NEWLINES = re.compile(r"\n{3,}")
-
 
 def html_to_text(html: str) -> str:
-    """Plain text from HTML: no scripts or styles, blocks on their own lines, link text only.
+    """Plain text from an HTML part (lxml: see carebox.mail.htmltext). Nothing is fetched."""
+    from carebox.mail.htmltext import html_to_text as convert
 
-    A linear tokenizer (one regex) plus ``html.unescape``. Nothing is fetched: attributes,
-    and with them link targets and image sources, are never looked at.
-    ``html.parser`` is not used: on CPython 3.11.7 it takes seconds on a few KiB of unclosed
-    tags (``"<a " * 8000``: 8 s), and about 12 us per tag on clean input.
-    """
-    out: list[str] = []
-    trailing = 2  # newlines at the end of the output so far (the start counts as a paragraph)
-    hidden = 0
-    pre = 0
-    pos = 0
-    end = len(html)
-
-    def text(chunk: str) -> None:
-        nonlocal trailing
-        if hidden or not chunk:
-            return
-        chunk = unescape(chunk)
-        chunk = chunk.replace("\r\n", "\n").replace("\r", "\n") if pre else _SPACES.sub(" ", chunk)
-        out.append(chunk)
-        stripped = chunk.rstrip(" \n")
-        if stripped:
-            trailing = chunk.count("\n", len(stripped))
-        else:
-            trailing += chunk.count("\n")
-
-    def newlines(count: int) -> None:
-        nonlocal trailing
-        if count > trailing:
-            out.append("\n" * (count - trailing))
-            trailing = count
-
-    while pos < end:
-        match = _HTML_TOKEN.search(html, pos)
-        if match is None:
-            text(html[pos:])
-            break
-        text(html[pos : match.start()])
-        pos = match.end()
-        name = match.group(2)
-        if name is None:
-            if match.group(0) == "<!--":
-                close = html.find("-->", pos)
-                if close < 0:  # unclosed: show the rest rather than hide it
-                    text(html[pos:])
-                    break
-                pos = close + 3
-            continue
-        name = name.lower()
-        closing = match.group(1) == "/"
-        if name in _RAW_TEXT_TAGS:
-            if not closing:
-                close_match = _RAW_TEXT_END[name].search(html, pos)
-                pos = close_match.end() if close_match else end
-        elif name in _HIDDEN_TAGS:
-            hidden = max(0, hidden - 1) if closing else hidden + 1
-        elif name == "body":
-            hidden = 0  # an unclosed <head> must not hide the body
-        elif hidden:
-            continue
-        elif name == "br":
-            out.append("\n")
-            trailing += 1
-        elif name == "li" and not closing:
-            newlines(1)
-            out.append("- ")
-            trailing = 0
-        elif name in ("td", "th") and not closing:
-            out.append(" ")
-        elif name in _BLOCK_TAGS:
-            newlines(2 if name in _PARAGRAPH_TAGS else 1)
-            if name == "pre":
-                pre = max(0, pre - 1) if closing else pre + 1
-    lines = (_LINE_SPACES.sub(" ", line).strip() for line in "".join(out).split("\n"))
-    return _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()
+    return convert(html)
 
 
 # --------------------------------------------------------------------------- parts
