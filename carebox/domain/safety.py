@@ -20,6 +20,7 @@ import contextlib
 import heapq
 import itertools
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -234,7 +235,20 @@ def _analyse_seq(items: Iterable[tuple[Any, Any]]) -> tuple[frozenset[str] | Non
     return (frozenset(prod) if exact else None), _and(needs)
 
 
+_ANALYSIS = threading.local()  # .memo: id of a parse-tree node -> its result, during one _analysis
+
+
 def _analyse_item(op: Any, av: Any) -> tuple[frozenset[str] | None, _Need]:
+    memo: dict[int, tuple[frozenset[str] | None, _Need]] | None = getattr(_ANALYSIS, "memo", None)
+    if memo is None or not isinstance(av, (tuple, list)):
+        return _analyse_node(op, av)
+    found = memo.get(id(av))
+    if found is None:
+        found = memo[id(av)] = _analyse_node(op, av)
+    return found
+
+
+def _analyse_node(op: Any, av: Any) -> tuple[frozenset[str] | None, _Need]:
     c = _sre_c
     if op is c.LITERAL:
         return frozenset({chr(av)}), _atom(chr(av))
@@ -409,6 +423,16 @@ class _Alternative:
     prefixes: tuple[str, ...] | None
     heads: tuple[str | None, ...]
     word_start: bool  # it starts with (?<!\w): no word character right before a match
+    gate: frozenset[str] | None  # one of these occurs whenever the need holds (None: no need)
+
+
+def _gate(branches: list[list[frozenset[str]]] | None) -> frozenset[str] | None:
+    """Atoms one of which occurs whenever the need holds: the most selective clause of each
+    branch (longest shortest atom, then fewest atoms), joined. None when there is no need."""
+    if branches is None:
+        return None
+    best = (min(branch, key=lambda c: (-min(map(len, c)), len(c))) for branch in branches if branch)
+    return frozenset().union(*best)
 
 
 def _leading_alternatives(items: Sequence[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
@@ -470,6 +494,7 @@ def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] 
     the analysis does not apply (case-insensitive, or anything it does not know)."""
     if _sre_parse is None or flags & (re.IGNORECASE | re.LOCALE):
         return None, None
+    _ANALYSIS.memo = {}  # the tree below stays alive meanwhile, so node ids are unique
     try:
         tree = _sre_parse.parse(source, flags)
         if tree.state.flags & (re.IGNORECASE | re.LOCALE):
@@ -480,14 +505,22 @@ def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] 
             alt_need = _analyse_seq(seq)[1]
             prefixes = _prefixes(seq)
             heads = tuple((f.split() or [None])[0] for f in prefixes) if prefixes else ()
+            branches = need_branches(alt_need)
             alts.append(
                 _Alternative(
-                    need_branches(alt_need), frozenset(_atoms_of(alt_need)), prefixes, heads, _after_non_word(seq)
+                    branches,
+                    frozenset(_atoms_of(alt_need)),
+                    prefixes,
+                    heads,
+                    _after_non_word(seq),
+                    _gate(branches),
                 )
             )
         return need, tuple(alts)
     except Exception:  # anything unexpected: no prefilter, the pattern always runs
         return None, None
+    finally:
+        _ANALYSIS.memo = None
 
 
 class Prefilter:
@@ -497,7 +530,7 @@ class Prefilter:
     its matches need, and on the others it is tried only where a match can start (at each
     occurrence of a literal every match of a possible alternative starts with)."""
 
-    __slots__ = ("_checked", "alternatives", "atoms", "branches", "need", "pattern")
+    __slots__ = ("_checked", "alternatives", "atoms", "branches", "gate", "need", "pattern")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
@@ -510,21 +543,24 @@ class Prefilter:
         for alt in self.alternatives or ():
             atoms |= alt.atoms | {h for h in alt.heads if h is not None}
         self.atoms: frozenset[str] = frozenset(atoms)
+        # One of these occurs in any text the pattern can match (None: no such set known).
+        gates = [_gate(self.branches)] if self.alternatives is None else [a.gate for a in self.alternatives]
+        self.gate = None if any(g is None for g in gates) else frozenset().union(*gates)  # type: ignore[arg-type]
         self._checked: AtomIndex | None = None  # the last index seen to hold every atom of this one
 
     def search(self, view: TextView) -> re.Match[str] | None:
         return next(self.finditer(view), None)
 
     def finditer(self, view: TextView) -> Iterator[re.Match[str]]:
-        if not view.may_match(self):
-            return
-        norm, pattern = view.norm, self.pattern
-        if self.alternatives is None:
-            yield from pattern.finditer(norm)
-            return
-        alts = [a for a in self.alternatives if view.holds(a.branches, self)]
+        alts = view.possible(self)
+        if alts is None:
+            return self.pattern.finditer(view.norm)
+        return self._matches(view, alts)
+
+    def _matches(self, view: TextView, alts: list[_Alternative]) -> Iterator[re.Match[str]]:
         if not alts:
             return
+        norm, pattern = view.norm, self.pattern
         if any(a.prefixes is None for a in alts):
             yield from pattern.finditer(norm)
             return
@@ -561,6 +597,18 @@ class Prefilter:
                 yield m
                 # like finditer: the next match starts where this one ended (one further after an empty one)
                 end = m.end() if m.end() > m.start() else m.end() + 1
+
+
+def _holds_in(branches: list[list[frozenset[str]]] | None, present: set[str]) -> bool:
+    if branches is None:
+        return True
+    for branch in branches:
+        for clause in branch:
+            if clause.isdisjoint(present):
+                break
+        else:
+            return True
+    return False
 
 
 class TextView:
@@ -609,22 +657,29 @@ class TextView:
         if not self._indexed(pf):
             norm = self.norm
             return any(all(any(a in norm for a in clause) for clause in branch) for branch in branches)
+        return _holds_in(branches, self.present())
+
+    def possible(self, pf: Prefilter) -> list[_Alternative] | None:
+        """The leading alternatives of ``pf``'s pattern whose needs hold in the text ([]: no
+        match is possible; None: no analysis, the pattern has to run)."""
+        if not self._indexed(pf):
+            if pf.alternatives is None:
+                return None if self.holds(pf.branches, pf) else []
+            return [a for a in pf.alternatives if self.holds(a.branches, pf)]
         present = self.present()
-        for branch in branches:
-            for clause in branch:
-                if clause.isdisjoint(present):
-                    break
-            else:
-                return True
-        return False
+        if pf.gate is not None and present.isdisjoint(pf.gate):
+            return []
+        if pf.alternatives is None:
+            return None if _holds_in(pf.branches, present) else []
+        return [
+            a
+            for a in pf.alternatives
+            if a.gate is None or (not present.isdisjoint(a.gate) and _holds_in(a.branches, present))
+        ]
 
     def may_match(self, pf: Prefilter) -> bool:
         """False when no match of ``pf``'s pattern can be in the text."""
-        if pf.branches is None:
-            return True
-        if self._indexed(pf) and self.present().isdisjoint(pf.atoms):
-            return False
-        return self.holds(pf.branches, pf)
+        return self.possible(pf) != []
 
 
 # --- red flags -------------------------------------------------------------------------------------
@@ -957,7 +1012,10 @@ class RedFlagMatcher:
         norm = view.norm
         hits: list[RedFlagHit] = []
         for (rule, label, _pattern), pf in zip(self._rules, self._filters, strict=True):
-            matches = pf.finditer(view)  # exactly pattern.finditer(norm)
+            alts = view.possible(pf)
+            if alts == []:
+                continue
+            matches = pf.finditer(view) if alts is None else pf._matches(view, alts)  # = pattern.finditer(norm)
             m = next(matches, None)
             if m is None:
                 continue
@@ -1422,86 +1480,41 @@ def check_sender(
     practice: Practice,
     *,
     lookalikes: LookalikeIndex | None = None,
+    memo: dict[tuple[str, str, str], list[SenderWarning]] | None = None,
 ) -> SenderCheck:
     """The sender status of one incoming message, with the reasons for a warning. Names and
     addresses with CR/LF or control characters are cleaned before any comparison. It reads the
     sender, the Reply-To and the authentication results of ``facts`` (``SenderChecker`` caches on
     exactly those). ``lookalikes``: the index of ``directory.domains | practice.known_domains()``
-    when the caller keeps one."""
+    when the caller keeps one; ``memo``: a dict kept by the caller for one directory and practice,
+    where the display-name and domain checks are kept per name and address."""
     addr = clean_line(facts.sender.addr).lower()
     display = clean_line(facts.sender.name)
     patient = directory.patient_for(addr) if addr else None
     warnings: list[SenderWarning] = []
-    own = {practice.address.lower(), *(a.lower() for a in practice.personal_addresses)} - {""}
-    from_practice = addr in own
+    from_practice = addr in _own_addresses(practice)
 
     # Display name naming someone else.
     if display and not from_practice:
-        named = directory.named_in(display)
-        owner_key = name_key(patient.name) if patient else frozenset()
-        others = [p for p in named if patient is None or (p.id != patient.id and name_key(p.name) != owner_key)]
-        if others and not (patient and owner_key and owner_key <= set(_name_tokens(display))):
-            who = ", ".join(clean_line(p.name, 60) for p in others[:3])
-            warnings.append(
-                SenderWarning(
-                    "display_name_patient",
-                    f"The display name names {who}, but the address "
-                    + ("belongs to another patient." if patient else "is not on file for them."),
-                )
-            )
-        toks = set(_name_tokens(display))
-        raw_toks = set(re.findall(r"\w+", skeleton(display)))
-        doc_key = set(_name_tokens(practice.physician_name))
-        practice_key = set(_name_tokens(practice.practice_name))
-        surname = _name_tokens(practice.physician_name)[-1:] if doc_key else ()
-        titled = bool(raw_toks & {"dr", "doctor", "prof", "professor"})
-        names_doctor = bool(doc_key) and (doc_key <= toks or (bool(surname) and surname[0] in toks and titled))
-        names_practice = len(practice_key) >= 2 and practice_key <= toks
-        if names_doctor or names_practice:
-            warnings.append(
-                SenderWarning(
-                    "display_name_practice",
-                    "The display name names "
-                    + ("the physician" if names_doctor else "the practice")
-                    + ", but the mail does not come from the practice's address.",
-                )
-            )
-        shown = {m.group(0).lower().strip(".") for m in _EMAIL_IN_TEXT.finditer(display)}
-        if any(s != addr for s in shown):
-            warnings.append(
-                SenderWarning(
-                    "display_name_address", "The display name shows an email address other than the real sender."
-                )
-            )
+        key = ("display", display, addr)
+        part = memo.get(key) if memo is not None else None
+        if part is None:
+            part = _display_warnings(display, addr, patient, directory, practice)
+            if memo is not None:
+                memo[key] = part
+        warnings += part
 
     # Lookalike or internationalised domain, lookalike address.
-    domain = email_domain(addr)
-    if domain and not from_practice and patient is None:
-        if lookalikes is None:
-            lookalikes = _lookalike_index(frozenset(directory.domains | practice.known_domains()))
-        uni, idn = idn_to_unicode(domain)
-        target = lookalikes.find(domain)
-        if target is not None:
-            kind = "internationalised domain" if idn else "domain"
-            warnings.append(
-                SenderWarning(
-                    "idn_domain" if idn else "lookalike_domain",
-                    f"The sender's {kind} {clean_line(uni, 80)} looks like {target} but is not the same.",
-                )
-            )
-        elif idn and any(mixed_script(label) for label in uni.split(".")):
-            warnings.append(
-                SenderWarning("mixed_script", f"The sender's domain {clean_line(uni, 80)} mixes alphabets.")
-            )
-        else:
-            known_addr = directory.lookalike_address(domain, addr.rpartition("@")[0])
-            if known_addr is not None:
-                warnings.append(
-                    SenderWarning(
-                        "lookalike_address",
-                        f"The sender's address looks like {known_addr}, which is on file, but is not the same.",
-                    )
-                )
+    if not from_practice and patient is None and email_domain(addr):
+        key = ("domain", addr, "")
+        part = memo.get(key) if memo is not None else None
+        if part is None:
+            if lookalikes is None:
+                lookalikes = _lookalike_index(frozenset(directory.domains | practice.known_domains()))
+            part = _domain_warnings(addr, directory, lookalikes)
+            if memo is not None:
+                memo[key] = part
+        warnings += part
 
     # Reply-To pointing elsewhere.
     for rt in facts.reply_to:
@@ -1537,6 +1550,79 @@ def check_sender(
     return SenderCheck(status, patient, tuple(warnings))
 
 
+@lru_cache(maxsize=64)
+def _own_addresses(practice: Practice) -> frozenset[str]:
+    return frozenset({practice.address.lower(), *(a.lower() for a in practice.personal_addresses)} - {""})
+
+
+def _display_warnings(
+    display: str, addr: str, patient: DirectoryPatient | None, directory: PatientDirectory, practice: Practice
+) -> list[SenderWarning]:
+    """A display name naming another patient, the physician or the practice, or showing another address."""
+    warnings: list[SenderWarning] = []
+    named = directory.named_in(display)
+    owner_key = name_key(patient.name) if patient else frozenset()
+    others = [p for p in named if patient is None or (p.id != patient.id and name_key(p.name) != owner_key)]
+    if others and not (patient and owner_key and owner_key <= set(_name_tokens(display))):
+        who = ", ".join(clean_line(p.name, 60) for p in others[:3])
+        warnings.append(
+            SenderWarning(
+                "display_name_patient",
+                f"The display name names {who}, but the address "
+                + ("belongs to another patient." if patient else "is not on file for them."),
+            )
+        )
+    toks = set(_name_tokens(display))
+    raw_toks = set(re.findall(r"\w+", skeleton(display)))
+    doc_key = set(_name_tokens(practice.physician_name))
+    practice_key = set(_name_tokens(practice.practice_name))
+    surname = _name_tokens(practice.physician_name)[-1:] if doc_key else ()
+    titled = bool(raw_toks & {"dr", "doctor", "prof", "professor"})
+    names_doctor = bool(doc_key) and (doc_key <= toks or (bool(surname) and surname[0] in toks and titled))
+    names_practice = len(practice_key) >= 2 and practice_key <= toks
+    if names_doctor or names_practice:
+        warnings.append(
+            SenderWarning(
+                "display_name_practice",
+                "The display name names "
+                + ("the physician" if names_doctor else "the practice")
+                + ", but the mail does not come from the practice's address.",
+            )
+        )
+    shown = {m.group(0).lower().strip(".") for m in _EMAIL_IN_TEXT.finditer(display)}
+    if any(s != addr for s in shown):
+        warnings.append(
+            SenderWarning("display_name_address", "The display name shows an email address other than the real sender.")
+        )
+    return warnings
+
+
+def _domain_warnings(addr: str, directory: PatientDirectory, lookalikes: LookalikeIndex) -> list[SenderWarning]:
+    """A lookalike or internationalised domain, or a lookalike address (for an address not on file)."""
+    domain = email_domain(addr)
+    uni, idn = idn_to_unicode(domain)
+    target = lookalikes.find(domain)
+    if target is not None:
+        kind = "internationalised domain" if idn else "domain"
+        return [
+            SenderWarning(
+                "idn_domain" if idn else "lookalike_domain",
+                f"The sender's {kind} {clean_line(uni, 80)} looks like {target} but is not the same.",
+            )
+        ]
+    if idn and any(mixed_script(label) for label in uni.split(".")):
+        return [SenderWarning("mixed_script", f"The sender's domain {clean_line(uni, 80)} mixes alphabets.")]
+    known_addr = directory.lookalike_address(domain, addr.rpartition("@")[0])
+    if known_addr is not None:
+        return [
+            SenderWarning(
+                "lookalike_address",
+                f"The sender's address looks like {known_addr}, which is on file, but is not the same.",
+            )
+        ]
+    return []
+
+
 class SenderChecker:
     """``check_sender`` for one directory and practice (one inspection run), computing what
     repeats once: the lookalike index of the known domains, and the answer per sender (the same
@@ -1547,14 +1633,17 @@ class SenderChecker:
         self.practice = practice
         self.lookalikes = LookalikeIndex(directory.domains | practice.known_domains())
         self._answers: dict[tuple[Address, tuple[Address, ...], str], SenderCheck] = {}
+        self._parts: dict[tuple[str, str, str], list[SenderWarning]] = {}  # per display name / address
 
     def check(self, facts: SenderFacts) -> SenderCheck:
         key = (facts.sender, facts.reply_to, facts.auth_results)  # everything check_sender reads
         found = self._answers.get(key)
         if found is None:
-            found = check_sender(facts, self.directory, self.practice, lookalikes=self.lookalikes)
-            if len(self._answers) < 100_000:
-                self._answers[key] = found
+            if len(self._answers) >= 100_000:
+                self._answers.clear()
+                self._parts.clear()
+            found = check_sender(facts, self.directory, self.practice, lookalikes=self.lookalikes, memo=self._parts)
+            self._answers[key] = found
         return found
 
 
@@ -1638,9 +1727,12 @@ _PERSONAL = re.compile(
     r"(?:at|on|via|through) (?:your )?"
     r"(?:personal|private|gmail|home|other))(?!\w)"
 )
-_SCOPE_FAST = [(cat, Prefilter(pattern)) for cat, pattern in _SCOPE]
-_RESULTS_FAST = Prefilter(_RESULTS)
-_PERSONAL_FAST = Prefilter(_PERSONAL)
+
+
+@lru_cache(maxsize=1)
+def _checks() -> tuple[list[tuple[str, Prefilter]], Prefilter, Prefilter]:
+    """(scope patterns, results pattern, personal-account pattern), analysed on first use."""
+    return [(cat, Prefilter(pattern)) for cat, pattern in _SCOPE], Prefilter(_RESULTS), Prefilter(_PERSONAL)
 
 
 @lru_cache(maxsize=1)
@@ -1662,7 +1754,7 @@ def scope_category(
     (``TextView.of(text)``, ``RedFlagMatcher.view(text)``), to share that work between checks."""
     view = _view(text, normalized)
     allowed = None if categories is None else set(categories)
-    for cat, pattern in _SCOPE_FAST:
+    for cat, pattern in _checks()[0]:
         if (allowed is None or cat in allowed) and pattern.search(view):
             return cat
     return None
@@ -1670,11 +1762,11 @@ def scope_category(
 
 def result_category(text: str, *, normalized: TextView | None = None) -> str | None:
     """ "results" when the message asks about test results (a category with its own window)."""
-    return "results" if _RESULTS_FAST.search(_view(text, normalized)) else None
+    return "results" if _checks()[1].search(_view(text, normalized)) else None
 
 
 def mentions_personal_account(text: str, *, normalized: TextView | None = None) -> bool:
-    return bool(_PERSONAL_FAST.search(_view(text, normalized)))
+    return bool(_checks()[2].search(_view(text, normalized)))
 
 
 def visit_in_window(patient: DirectoryPatient, now: datetime | date, window_days: int) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from carebox.store import patients as patient_store
 from carebox.store.store import Store, StoredMessage
 
 VISIT_WINDOW_DAYS = 365  # default until the config has policy.visit_window_days
+PREFETCH_MESSAGES = 400  # messages read per query once the order of threads is known (prefetch)
 
 # --- settings -------------------------------------------------------------------------------------
 
@@ -158,23 +159,69 @@ class SafetyInspector:
         # seen again with the same messages (a flag change, a second threading pass) gets the same
         # answer without decrypting or scanning anything.
         self._answers: dict[tuple[tuple[str, ...], bool], dict[str, Any]] = {}
+        # What prefetch() announced, in inspection order, and messages read ahead of their turn.
+        self._plan: list[tuple[tuple[str, ...], bool]] = []
+        self._plan_at: dict[tuple[tuple[str, ...], bool], int] = {}
+        self._ahead: dict[str, StoredMessage] = {}
 
     @classmethod
     def load(cls, store: Store, settings: SafetySettings, now: datetime | None = None) -> SafetyInspector:
         return cls(PatientDirectory(patient_store.all_patients(store)), settings, now)
 
-    # ThreadInspector
-    def __call__(self, store: Store, thread_id: str, refs: Sequence[MessageRef], row: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _key(refs: Sequence[MessageRef]) -> tuple[tuple[str, ...], bool] | None:
+        """(the messages the checks read, whether the thread waits for an answer); None when the
+        thread has no patient message."""
         pending, incoming = _pending(refs)
         if not incoming:
-            return {"urgent": False, "sender_status": "", "suggested_tag": None}
+            return None
         look = pending or incoming[-1:]
-        key = (tuple(r.key for r in look), bool(pending))
+        return tuple(r.key for r in look), bool(pending)
+
+    def prefetch(self, store: Store, by_thread: Mapping[str, Sequence[MessageRef]]) -> None:
+        """Optional: the threads about to be inspected, in the order they will be. Their
+        messages are then read ahead in windows of ``PREFETCH_MESSAGES`` (a few queries instead of
+        one per thread, and never more than a window in memory). Without this call each thread
+        is read on its own, with the same results."""
+        self._ahead.clear()
+        self._plan = []
+        for refs in by_thread.values():
+            key = self._key(refs)
+            if key is not None and key not in self._answers:
+                self._plan.append(key)
+        self._plan_at = {key: i for i, key in enumerate(self._plan)}
+
+    def _messages(self, store: Store, key: tuple[tuple[str, ...], bool]) -> list[StoredMessage]:
+        ids, bodies = key
+        if any(i not in self._ahead for i in ids):
+            at = self._plan_at.get(key)
+            if at is None:  # not announced: this thread alone
+                loaded = patient_store.load_messages(store, ids, bodies=bodies)
+                return [loaded[i] for i in ids if i in loaded]
+            self._ahead.clear()
+            window: dict[bool, list[str]] = {True: [], False: []}
+            count = 0
+            for k in self._plan[at:]:
+                if count >= PREFETCH_MESSAGES:
+                    break
+                window[k[1]] += k[0]
+                count += len(k[0])
+            for with_bodies, wanted in window.items():
+                if wanted:
+                    self._ahead.update(patient_store.load_messages(store, wanted, bodies=with_bodies))
+        return [m for m in (self._ahead.pop(i, None) for i in ids) if m is not None]
+
+    # ThreadInspector
+    def __call__(self, store: Store, thread_id: str, refs: Sequence[MessageRef], row: dict[str, Any]) -> dict[str, Any]:
+        key = self._key(refs)
+        if key is None:
+            return {"urgent": False, "sender_status": "", "suggested_tag": None}
+        look = key[0]
         out = self._answers.get(key)
         if out is None:
             # An answered thread only needs its latest patient message's sender: no bodies.
-            loaded = patient_store.load_messages(store, key[0], bodies=bool(pending))
-            msgs = [loaded[r.key] for r in look if r.key in loaded]
+            msgs = self._messages(store, key)
+            pending = key[1]
             ev = self.evaluate(msgs, pending=bool(pending))
             out = {
                 "urgent": bool(ev.hits),

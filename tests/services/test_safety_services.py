@@ -408,3 +408,55 @@ def test_mail_through_the_physicians_personal_alias(directory: Store) -> None:
     assert by_msgid(store)["al@x"]["suggested_tag"] == "personal_account"
     (tid,) = store.all_thread_ids()
     assert inspector.assess(store, tid).suggested_template == "professional_address"
+
+
+# --- speed paths: same answers -----------------------------------------------------------------------
+
+
+def _threads(store: Store) -> dict[str, list]:
+    ids = store.all_thread_ids()
+    keys = store.thread_message_keys(ids)
+    refs = {r.key: r for r in store.refs_of_threads(ids)}
+    return {tid: [refs[k] for k in keys[tid]] for tid in ids}
+
+
+def test_prefetch_reads_ahead_in_windows_with_the_same_answers(
+    directory: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from carebox.services import safety as service
+    from carebox.store import patients as patient_store
+
+    store = directory
+    senders = [ANNA, OLAF, OLD, Address("Stranger", "who@else.example"), Address("Anna Berg", "anna@rnail.example")]
+    bodies = ["I have chest pain", "renew my prescription", "hello", "are my blood test results back?", "thanks"]
+    for i in range(40):
+        add(store, f"p{i}@x", senders[i % 5], bodies[i % 5] + f" ({i})", hours=-i)
+        if i % 3 == 0:  # some threads answered: only their sender is read
+            store.add_messages(
+                "INBOX", [message(f"a{i}@x", sender=DOC, to=senders[i % 5], hours=-i + 0.5, in_reply_to=f"p{i}@x")]
+            )
+    rethread(store, POLICY)
+    by_thread = _threads(store)
+    plain = service.safety_inspector(store, CONFIG, NOW)
+    expected = {tid: plain(store, tid, refs, {}) for tid, refs in by_thread.items()}
+    assert sum(1 for x in expected.values() if x["urgent"]) == 5  # 8 with chest pain, 3 of them answered
+    assert {x["sender_status"] for x in expected.values()} == {"verified", "no_consent", "unknown", "warning"}
+
+    calls: list[tuple[int, bool]] = []
+    real = patient_store.load_messages
+
+    def counting(store: Store, ids: list[str], *, bodies: bool = True) -> dict:
+        calls.append((len(ids), bodies))
+        return real(store, ids, bodies=bodies)
+
+    monkeypatch.setattr(patient_store, "load_messages", counting)
+    monkeypatch.setattr(service, "PREFETCH_MESSAGES", 10)
+    ahead = service.safety_inspector(store, CONFIG, NOW)
+    ahead.prefetch(store, by_thread)
+    got = {tid: ahead(store, tid, refs, {}) for tid, refs in by_thread.items()}
+    assert got == expected
+    assert len(calls) < len(by_thread) // 2  # windows, not one query per thread
+    assert all(n <= 10 + 3 for n, _ in calls) and {b for _, b in calls} == {True, False}
+    calls.clear()
+    assert {tid: ahead(store, tid, refs, {}) for tid, refs in by_thread.items()} == expected
+    assert calls == []  # the same messages again: answered from memory
