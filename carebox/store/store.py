@@ -342,7 +342,8 @@ class Store:
             # A reply carebox sent is kept as a UID-less local copy in the Sent folder; when sync
             # brings the server's copy, it claims that row (sets its UID) instead of doubling it.
             local_copies: dict[str, str] = {}
-            with_uid_tokens = [self.token("msgid", it.parsed.message_id) for it in items if it.uid is not None]
+            mtokens = [self.token("msgid", it.parsed.message_id) for it in items]  # once per message
+            with_uid_tokens = [t for it, t in zip(items, mtokens, strict=True) if it.uid is not None]
             for chunk in _chunks([t for t in with_uid_tokens if t], 900):
                 for mid, tok in conn.execute(
                     select(T.Message.id, T.Message.msgid_token).where(
@@ -353,9 +354,9 @@ class Store:
                 ):
                     local_copies.setdefault(tok, mid)
             seen_in_batch: set[object] = set()
-            for it, ctoken in zip(items, ctokens, strict=True):
+            for it, ctoken, mtoken in zip(items, ctokens, mtokens, strict=True):
                 if it.uid is not None and it.uid not in have_uids:
-                    claimed = local_copies.pop(self.token("msgid", it.parsed.message_id), None)
+                    claimed = local_copies.pop(mtoken, None)
                     if claimed is not None:
                         conn.execute(
                             update(T.Message)
@@ -395,7 +396,7 @@ class Store:
                         "folder_id": fid,
                         "uid": it.uid,
                         "source": it.source,
-                        "msgid_token": self.token("msgid", p.message_id),
+                        "msgid_token": mtoken,
                         "subject_token": self.token("subject", normalize_subject(p.subject)),
                         "counterpart_token": self.token("addr", other.addr),
                         "content_token": ctoken,
