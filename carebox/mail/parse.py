@@ -27,7 +27,7 @@ import itertools
 import re
 from datetime import UTC, datetime
 from email import errors as email_errors
-from email.message import Message
+from email.message import Message, _unquotevalue
 from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
@@ -138,7 +138,10 @@ _POLICY = _RawCompat32()
 
 
 class _Part(Message):
-    """A Message whose parameter parsing is bounded (email's ``_parseparam`` is quadratic)."""
+    """A Message whose parameter parsing is bounded (email's ``_parseparam`` is quadratic), and
+    done once per header: the walk asks one Content-Type for a boundary, a name and a charset."""
+
+    _param_cache: dict[str, tuple[str, list]] | None = None
 
     def get_param(self, param, failobj=None, header="content-type", unquote=True):  # type: ignore[override]
         value = self.get(header)
@@ -148,7 +151,21 @@ class _Part(Message):
             clipped = Message(policy=self.policy)
             clipped[header] = value[:_MAX_PARAM_HEADER]
             return clipped.get_param(param, failobj, header, unquote)
-        return super().get_param(param, failobj, header, unquote)
+        if not isinstance(value, str):  # no such header (Message.get_param: `header not in self`)
+            return super().get_param(param, failobj, header, unquote)
+        # Message.get_param, with _get_params_preserve's result kept for the next parameter
+        key = header.lower()
+        cache = self._param_cache
+        if cache is None:
+            cache = self._param_cache = {}
+        hit = cache.get(key)
+        if hit is None or hit[0] is not value:
+            hit = cache[key] = (value, self._get_params_preserve(failobj, header))
+        wanted = param.lower()
+        for k, v in hit[1]:
+            if k.lower() == wanted:
+                return _unquotevalue(v) if unquote else v
+        return failobj
 
 
 _PARSER = BytesParser(_Part, policy=_POLICY)
@@ -179,7 +196,7 @@ def _fast_tree(data: bytes) -> Message | None:
         return None  # lone CRs end lines too: leave the line splitting to email
     try:
         return _fast_part(text, 0, len(text), 0)
-    except _NotFast:
+    except Exception:  # _NotFast, or whatever email raises: the feed parser decides (and raises) alike
         return None
 
 
