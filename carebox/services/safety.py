@@ -251,8 +251,10 @@ class SafetyInspector:
         view = self.matcher.view(text)  # normalised once for every check below
         hits = tuple(self.matcher.find_in(view))
         own = {a.lower() for a in practice.personal_addresses}
-        personal = mentions_personal_account(text, normalized=view) or any(
-            m.sender.addr.lower() in own or any(a.addr.lower() in own for a in (*m.to, *m.cc)) for m in msgs
+        # (only read by suggest_tag when nothing is urgent)
+        personal = not hits and (
+            mentions_personal_account(text, normalized=view)
+            or any(m.sender.addr.lower() in own or any(a.addr.lower() in own for a in (*m.to, *m.cc)) for m in msgs)
         )
         sug = suggest_tag(
             urgent=bool(hits),
