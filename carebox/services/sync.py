@@ -78,12 +78,13 @@ log = logging.getLogger(__name__)
 BATCH = 250  # messages per FETCH and per commit (aioimaplib's FETCH parsing degrades beyond ~500)
 PARSE_BUDGET = 5.0  # seconds one message may take to parse before it is stored raw and flagged
 POOL_MIN = 400  # messages to download in a folder before worker processes are worth starting
-# Measured on 2 busy cores, 10,000 messages (bench/out mailbox): parsing alone took 4.1-6.0 s in the
-# thread against 8.1-12.5 s in 2 worker processes (start-up, pickling, and no free core); whole syncs
-# were equal within noise (thread 19.6-20.5 s, processes 18.7 s, safety checks off), because the
-# store thread is the bottleneck and the workers compete with it for the 2 cores. With 4 or more
-# cores they would not.
-POOL_MIN_CPUS = 4
+# Measured on 2 cores, 10,000 messages (bench/out mailbox), safety checks off, nothing else running:
+# the download took 9.9-10.4 s with parsing in a thread and 7.2-7.7 s with one worker process taking
+# whole batches (2 workers: 8.5 s; 2 workers with each batch in 8 chunks, as before: 11.5 s). The
+# thread loses because everything in one process shares one GIL: the store thread's many short
+# GIL releases (SQLite steps, AES, HMAC, urandom) each wait for the parse thread to let go. With a
+# core taken by another program, one worker process was no slower than the thread.
+POOL_MIN_CPUS = 2
 QUEUE_BATCHES = 2  # fetched batches waiting to be committed (memory bound: about 3 batches in flight)
 
 _PARSE_MODE_ENV = "CAREBOX_SYNC_PARSE"  # "process" or "thread": force a parse mode (benchmarks)
@@ -279,7 +280,8 @@ class MessageParser:
     if a worker is stuck in C code. ``mode="thread"``: a thread per message in flight; a message over
     budget is given up on (its thread finishes on its own: every parser cost is capped).
     ``mode="auto"`` uses processes for downloads of ``POOL_MIN`` messages or more on a machine with
-    at least ``POOL_MIN_CPUS`` CPUs, threads otherwise (on 2 cores threads were faster: see there).
+    at least ``POOL_MIN_CPUS`` CPUs, threads otherwise. One worker per CPU beyond the first, at most
+    two; each batch goes to them in one piece per worker (fewer, larger messages between processes).
     A message over budget is stored raw and flagged malformed.
     """
 
@@ -289,7 +291,7 @@ class MessageParser:
             raise ValueError("parse mode must be auto, process or thread")
         self.mode = mode
         self.budget = budget
-        self.workers = workers or max(1, min(2, os.cpu_count() or 1))
+        self.workers = workers or max(1, min(2, (os.cpu_count() or 1) - 1))
         self._pool: ProcessPoolExecutor | None = None
         self._threads: ThreadPoolExecutor | None = None
 
@@ -338,7 +340,7 @@ class MessageParser:
 
         loop = asyncio.get_running_loop()
         pool = self._get_pool()
-        n_chunks = max(1, min(len(raws), self.workers * 4))
+        n_chunks = max(1, min(len(raws), self.workers))
         size = -(-len(raws) // n_chunks)
         chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
         futs = [loop.run_in_executor(pool, _parse_chunk, c, self.budget) for c in chunks]
