@@ -1,21 +1,26 @@
 """The clinical safety inspector's share of threading new mail.
 
     .venv/bin/python bench/safety.py [-n 10000] [--patients 2000] [--runs 3] [--profile]
+    .venv/bin/python bench/safety.py --mailbox bench/out/maildir-10000 --patients 0   # sync bench's mail
 
-1. Builds (once, cached in bench/out/, git-ignored) an encrypted store holding ``n`` generated
-   messages, none threaded yet, and a patient directory of ``--patients`` patients: mostly mail
-   from patients on file (some with their name written differently, a few with a Reply-To or a
-   failed DKIM), the rest from unknown senders on hundreds of domains, lookalike and IDN
-   domains; about 18% of the messages are the practice's replies (quoting the patient), a few
-   carry red-flag phrases (some negated), scope and lab-result questions. Bodies are 150-1200
-   words, like bench/sync_vs_mbsync.py's mailbox.
+1. Builds (once, cached in bench/out/, git-ignored) an encrypted store of unthreaded mail and a
+   patient directory of ``--patients`` patients. Generated mail (default): mostly from patients
+   on file (some with their name written differently, a few with a Reply-To or a failed DKIM),
+   the rest from unknown senders on hundreds of domains, lookalike and IDN domains; about 18%
+   are the practice's replies (quoting the patient); a few carry red-flag phrases (some negated),
+   scope and lab-result questions; bodies are 150-1200 words, like bench/sync_vs_mbsync.py's.
+   With ``--mailbox``: a Maildir (bench/sync_vs_mbsync.py writes bench/out/maildir-N) parsed by
+   carebox's own parser, for that bench's account and its default config.
 2. For each run, on fresh copies of that store: times ``rethread`` without inspectors, then
-   ``safety_inspector(...)`` + ``rethread`` with it (what a sync's threading does).
-   A third kind of run also hands the inspector the threads it is about to inspect (the
-   ``prefetch`` hook, which refresh_threads does not call yet), so messages are read in windows.
-3. Prints the figures, the inspector's share (the difference) per message, the ratio, and a
-   fingerprint of every thread's safety columns (urgent, sender status, suggestion, category,
-   state, due time), so two versions of the code can be checked to decide the same things.
+   ``safety_inspector(...)`` + ``rethread`` with it (what a sync's threading does), then the same
+   with the inspector's ``prefetch`` hook called the way refresh_threads would call it (it does
+   not yet: see SafetyInspector.prefetch), so messages are read in windows. Then the inspector
+   alone over every thread of a store threaded beforehand (no threading, no writes: the steadiest
+   figure on a busy machine).
+3. Prints the figures (best of the runs, CPU time and wall time), the inspector's share per
+   message, the ratios, and a fingerprint of every thread's safety columns (urgent, sender
+   status, suggestion, category, state, due time), so two versions of the code can be checked
+   to decide the same things.
 
 Target: the inspector's share under about 2 s for 10,000 messages (0.2 ms per message).
 Prints figures only; no assertions.
@@ -260,6 +265,41 @@ def template(n: int, n_patients: int) -> Path:
     return target
 
 
+SYNC_DOCTOR = "doctor@practice.example"  # the account bench/sync_vs_mbsync.py syncs into
+
+
+def template_from_maildir(maildir: Path, n_patients: int) -> Path:
+    """bench/out/safety-store-<maildir>-P: a Maildir (INBOX in cur/, Sent in .Sent/cur/, such as
+    bench/sync_vs_mbsync.py's bench/out/maildir-N) parsed by carebox's parser into an unthreaded
+    store for that bench's account, with P generated patients on file."""
+    from carebox.mail.parse import parse_message
+
+    target = OUT / f"safety-store-{maildir.name}-{n_patients}-v{GENERATOR}"
+    if (target / "done").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    started = time.perf_counter()
+    store = Store.open(target, Cipher(KEY), professional=SYNC_DOCTOR, create=True)
+    count = 0
+    try:
+        patient_store.save_patients(store, directory(random.Random(20261102), n_patients))
+        for folder, sub in (("INBOX", "cur"), ("Sent", ".Sent/cur")):
+            files = sorted((maildir / sub).glob("*")) if (maildir / sub).is_dir() else []
+            for k in range(0, len(files), 500):
+                batch = []
+                for uid, f in enumerate(files[k : k + 500], k + 1):
+                    raw = f.read_bytes()
+                    flags = frozenset({"\\Seen"}) if f.name.rpartition(":2,")[2].count("S") else frozenset()
+                    batch.append(NewMessage(raw, parse_message(raw), uid=uid, flags=flags))
+                store.add_messages(folder, batch, role="sent" if folder == "Sent" else "inbox")
+                count += len(batch)
+    finally:
+        store.close()
+    (target / "done").touch()
+    print(f"built {target.name}: {count} messages, {n_patients} patients in {time.perf_counter() - started:.1f} s")
+    return target
+
+
 def fingerprint(d: Path) -> tuple[str, dict[str, int]]:
     """A digest of every thread's safety columns, keyed by its first message (thread ids are
     random per run), and a few counts."""
@@ -286,6 +326,8 @@ def fingerprint(d: Path) -> tuple[str, dict[str, int]]:
     return digest, counts
 
 
+CONFIGS = {"current": CONFIG}  # --mailbox: the default config, like the sync bench's account
+
 MODES = {
     "without": "rethread without inspector:",
     "with": "with inspector, as wired now:",
@@ -300,13 +342,13 @@ def one_run(src: Path, work: Path, mode: str, *, profile: bool = False) -> tuple
     d = work / mode
     shutil.rmtree(d, ignore_errors=True)
     shutil.copytree(src, d)
-    store = Store.open(d, Cipher(KEY), professional=DOCTOR)
+    store = Store.open(d, Cipher(KEY), professional=DOCTOR if CONFIGS["current"] is CONFIG else SYNC_DOCTOR)
     prof = cProfile.Profile() if profile else None
     try:
         started, cpu = time.perf_counter(), time.process_time()
         if prof:
             prof.enable()
-        inspectors = [safety_inspector(store, CONFIG, NOW)] if mode != "without" else []
+        inspectors = [safety_inspector(store, CONFIGS["current"], NOW)] if mode != "without" else []
         if mode == "prefetch":
             facts = store.thread_facts
 
@@ -330,15 +372,59 @@ def one_run(src: Path, work: Path, mode: str, *, profile: bool = False) -> tuple
     return elapsed, cpu, d
 
 
+def inspector_alone(src: Path, work: Path, runs: int) -> dict[str, float]:
+    """The inspector by itself over every thread of a store threaded beforehand (no threading,
+    no writes): best CPU time of ``runs``, as wired (one read per thread) and with prefetch."""
+    from carebox.services.threads import policy_from_config  # noqa: F401 (same import cost either way)
+
+    d = work / "alone"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(src, d)
+    store = Store.open(d, Cipher(KEY), professional=DOCTOR if CONFIGS["current"] is CONFIG else SYNC_DOCTOR)
+    best = {"with": float("inf"), "prefetch": float("inf")}
+    try:
+        rethread(store, POLICY, [])
+        ids = store.all_thread_ids()
+        keys = store.thread_message_keys(ids)
+        refs = {r.key: r for r in store.refs_of_threads(ids)}
+        by_thread = {t: [refs[k] for k in keys[t]] for t in ids}
+        for _ in range(runs):
+            for mode in best:
+                cpu = time.process_time()
+                inspector = safety_inspector(store, CONFIGS["current"], NOW)
+                if mode == "prefetch":
+                    inspector.prefetch(store, by_thread)
+                for tid, trefs in by_thread.items():
+                    inspector(store, tid, trefs, {})
+                best[mode] = min(best[mode], time.process_time() - cpu)
+    finally:
+        store.close()
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("-n", type=int, default=10_000, help="messages in the store (default 10000)")
     ap.add_argument("--patients", type=int, default=2_000, help="patients in the directory (default 2000)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs of each kind (default 3)")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of one inspected run")
+    ap.add_argument(
+        "--mailbox",
+        metavar="MAILDIR",
+        type=Path,
+        help="thread this Maildir's messages instead of generated ones (e.g. bench/out/maildir-10000, written\n"
+        "by bench/sync_vs_mbsync.py: the same mail as that bench; use --patients 0 for its empty directory)",
+    )
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    src = template(args.n, args.patients)
+    if args.mailbox is not None:
+        src = template_from_maildir(args.mailbox, args.patients)
+        CONFIGS["current"] = Config()
+        args.n = sum(
+            1 for sub in ("cur", ".Sent/cur") if (args.mailbox / sub).is_dir() for _ in (args.mailbox / sub).iterdir()
+        )
+    else:
+        src = template(args.n, args.patients)
     runs: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
     digests: dict[str, tuple[str, dict[str, int]]] = {}
     with tempfile.TemporaryDirectory(dir=OUT, prefix="safety-run-") as tmp:
@@ -349,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[mode].append((wall, cpu))
                 if mode != "without":
                     digests[mode] = fingerprint(d)
+        alone = inspector_alone(src, work, args.runs)
         if args.profile:
             one_run(src, work, "with", profile=True)
     print(f"{args.n} messages, {args.patients} patients, {args.runs} runs of each")
@@ -366,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"with/without {best[k][i] / best['without'][i]:.2f}x; "
                 f"share/target {share / (0.2e-3 * args.n):.2f}x"
             )
+    for k, t in alone.items():
+        print(
+            f"  inspector alone over the same threads, {k:8}: {t:5.2f} s CPU = {t / args.n * 1000:.3f} ms per message; "
+            f"/target {t / (0.2e-3 * args.n):.2f}x"
+        )
     for k, (digest, counts) in digests.items():
         print(f"  decisions ({k}): {digest}  {counts}")
     return 0
