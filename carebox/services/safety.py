@@ -216,13 +216,11 @@ class SafetyInspector:
         key = self._key(refs)
         if key is None:
             return {"urgent": False, "sender_status": "", "suggested_tag": None}
-        look = key[0]
+        look, pending = key
         out = self._answers.get(key)
         if out is None:
-            # An answered thread only needs its latest patient message's sender: no bodies.
-            msgs = self._messages(store, key)
-            pending = key[1]
-            ev = self.evaluate(msgs, pending=bool(pending))
+            msgs = self._messages(store, key)  # an answered thread: its latest sender only, no bodies
+            ev = self.evaluate(msgs, pending=pending)
             out = {
                 "urgent": bool(ev.hits),
                 "sender_status": ev.status.value if ev.status else "",
