@@ -112,6 +112,9 @@ def refresh_threads(
     flags = store.message_flags([r.key for refs in by_thread.values() for r in refs if not r.outgoing])
     rows: list[dict[str, Any]] = []
     inspectors = list(inspectors)
+    for inspect in inspectors:  # let an inspector read what it needs in a few queries, not one per thread
+        if hasattr(inspect, "prefetch"):
+            inspect.prefetch(store, by_thread)
     for tid, refs in by_thread.items():
         if not refs:
             continue
