@@ -87,6 +87,7 @@ POOL_MIN = 400  # messages to download in a folder before worker processes are w
 POOL_MIN_CPUS = 2
 SIZES_FIRST = 2  # batches in the first slice of a download (its sizes are asked before anything starts)
 SIZES_NEXT = 10  # batches in each later slice
+DRAIN_MIN = 400  # messages to download before the WAL is checkpointed in the background (syncstate.WalDrain)
 QUEUE_BATCHES = 2  # fetched batches waiting to be committed (memory bound: about 3 batches in flight)
 
 _PARSE_MODE_ENV = "CAREBOX_SYNC_PARSE"  # "process" or "thread": force a parse mode (benchmarks)
@@ -527,6 +528,7 @@ class _SyncRun:
         self._stale_threads: set[str] = set()  # summaries to refresh (flags changed)
         self._touched: set[str] = set()  # conversations created or updated by this pass
         self._inspectors: list[Any] | None = None
+        self._drain: Any = None  # syncstate.WalDrain during a long download
 
     # -- plumbing --
 
@@ -551,10 +553,16 @@ class _SyncRun:
     async def run(self, folders: Sequence[tuple[str, str]] | None = None) -> SyncReport:
         started = time.monotonic()
         todo = list(folders) if folders is not None else configured_folders(self.session.config)
-        for name, role in todo:
-            self.report.folders.append(await self._folder(name, role))
-        self._tell("threading")
-        await self.db(self._thread_all)
+        try:
+            for name, role in todo:
+                self.report.folders.append(await self._folder(name, role))
+            self._tell("threading")
+            await self.db(self._thread_all)
+            if self._drain is not None:
+                await self.db(self._drain.stop)  # after threading's big UPDATE is drained too
+        finally:
+            if self._drain is not None:
+                self._drain.stop(wait=False)
         self.report.seconds = time.monotonic() - started
         self._tell("done")
         return self.report
@@ -710,6 +718,11 @@ class _SyncRun:
         use_pool = self.parser.wants_pool(total)
         if use_pool:
             self.parser.prestart()
+        if total >= DRAIN_MIN and self._drain is None:
+            from carebox.store.syncstate import WalDrain
+
+            self._drain = WalDrain(self.store)
+            self._drain.start()
         claims = await self.db(_has_uidless, self.store, name)
         self._tell("downloading", name, 0, total)
         queue: asyncio.Queue[tuple[list[FetchedMessage], asyncio.Future[list[ParsedMessage]]]] = asyncio.Queue(
@@ -739,6 +752,8 @@ class _SyncRun:
             nonlocal done
             parsed = await fut
             await self.db(self._store_batch, name, role, uv, batch, parsed, fr, claims)
+            if self._drain is not None:
+                self._drain.poke()
             done += len(batch)
             self._tell("downloading", name, done, total)
 

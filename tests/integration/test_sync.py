@@ -324,6 +324,50 @@ async def test_initial_and_incremental_sync_with_flags_both_ways(env: Env, small
     assert rows(env.store) == before
 
 
+def autocheckpoint(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+
+async def test_long_download_checkpoints_the_wal_in_the_background(
+    env: Env, small_batches: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from carebox.store import syncstate
+
+    monkeypatch.setattr(sync_mod, "DRAIN_MIN", 5)  # a "long" download: the drain runs
+    drains: list[syncstate.WalDrain] = []
+
+    class Recorded(syncstate.WalDrain):
+        def start(self) -> None:
+            drains.append(self)
+            super().start()
+
+    monkeypatch.setattr(syncstate, "WalDrain", Recorded)
+    a = env.account
+    for i in range(1, 11):
+        a.deliver(mail(i))
+    before = autocheckpoint(env.store)
+    during: list[int] = []
+
+    def look(p: sync_mod.SyncProgress) -> None:  # on the loop, between commits: what a commit would do
+        if p.phase == "downloading" and p.done:
+            during.append(autocheckpoint(env.store))
+
+    report = await bounded(sync_once(env.session, progress=look))
+    assert report.added == 10
+    await assert_store_equals_server(env.store, a)
+    assert len(drains) == 1 and drains[0].checkpoints >= 1
+    assert during and set(during) == {0}  # the store's commits left the WAL to the drain
+    assert autocheckpoint(env.store) == before > 0  # and checkpoint on commit again afterwards
+    with env.store.engine.connect() as conn:  # everything committed reached the database file
+        busy, log, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert busy == 0 and log == done
+    # a short download: no drain
+    a.deliver(mail(11))
+    assert (await bounded(sync_once(env.session))).added == 1
+    assert len(drains) == 1
+
+
 async def test_local_change_wins_over_an_older_server_state_until_pushed(env: Env) -> None:
     a = env.account
     for i in range(1, 4):
