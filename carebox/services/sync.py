@@ -13,11 +13,14 @@ Per folder, in one pass:
    downloaded again; the download claims detached rows by content token, then Message-ID token.
    Nothing is deleted; what is not found again stays, marked as deleted on the server, and the
    report carries a one-line notice.
-3. New UIDs (``UIDNEXT``) are downloaded in batches of 250 (``ImapClient.fetch_batches``), parsed off
-   the event loop (worker processes for big downloads, a thread otherwise; a per-message time
-   budget), then sealed and committed one batch per transaction in a store thread. The folder's
-   ``uidnext`` advances only after its batch is committed (data before state); ``highestmodseq``
-   only when the whole folder is done. Fetching the next batch overlaps parsing and committing.
+3. New UIDs (``UIDNEXT``) are downloaded in batches of 250 (``ImapClient.fetch_batches``, asked
+   slice by slice so the first batch does not wait for the sizes of the whole folder), parsed off
+   the event loop (a worker process for big downloads on 2+ CPUs, a thread otherwise; a
+   per-message time budget), then sealed and committed one batch per transaction in a store
+   thread. The folder's ``uidnext`` advances only after its batch is committed (data before
+   state); ``highestmodseq`` only when the whole folder is done. Fetching the next batches
+   overlaps parsing and committing; during a long download the WAL is checkpointed by a
+   background connection (``syncstate.WalDrain``), not inside the batch commits.
 4. Local flag changes waiting in the journal are pushed (``+FLAGS.SILENT`` / ``-FLAGS.SILENT``,
    one STORE per distinct change) and marked done; until then they win over the server's flags.
 
