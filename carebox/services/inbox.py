@@ -31,6 +31,12 @@ def ranked_ids(store: Store, now: datetime, view: str = "due") -> list[str]:
     return [i.thread_id for i in rank(items, now, include_all=view != "due")]
 
 
+def due_ids(store: Store, offset: int = 0, limit: int = 200) -> tuple[list[str], int]:
+    """(thread ids of the Due view from ``offset``, in inbox order; how many in all), ordered and
+    limited in SQL: the same order as ``ranked_ids(store, now, "due")``."""
+    return store.due_page(offset, limit)
+
+
 @dataclass(frozen=True)
 class Page:
     rows: list[ThreadRow]
@@ -44,7 +50,7 @@ def page(store: Store, now: datetime, view: str = "due", offset: int = 0, limit:
     The Due view is ordered by SQL with a LIMIT (the same order as ``domain.ranking.rank``, which a
     test checks), so the first page of a 100,000-message store costs milliseconds."""
     if view == "due":
-        ids, total = store.due_page(offset, limit)
+        ids, total = due_ids(store, offset, limit)
         return Page(store.thread_rows(ids), total, offset)
     ids = ranked_ids(store, now, view)
     return Page(store.thread_rows(ids[offset : offset + limit]), len(ids), offset)

@@ -64,7 +64,9 @@ class InboxScreen(Screen[None]):
         self._outbox: list[Any] = []
         self._generation = 0
         self._paging = False
-        self._ranked: list[str] = []  # the view's thread ids in inbox order (no patient data)
+        # the view's thread ids in inbox order (no patient data); None for the Due view, which
+        # pages from SQL in the same order
+        self._ranked: list[str] | None = []
 
     @property
     def capp(self) -> CareboxApp:
@@ -110,12 +112,19 @@ class InboxScreen(Screen[None]):
             self.total = len(self._matches)
             rows = self._matches[: max(self.page_size, len(self.rows) if keep_cursor else 0)]
         else:
-            # services.inbox.page, in its two steps: the ranking (clear columns) is kept, so
-            # paging in later decrypts just the next rows instead of ranking the view again
+            # The Due view pages straight from SQL (ordered and limited there: the first page of
+            # a 100,000-message store costs milliseconds); the other views keep their ranking
+            # (clear columns), so paging in decrypts just the next rows.
             limit = max(self.page_size, len(self.rows)) if keep_cursor else self.page_size
-            self._ranked = inbox.ranked_ids(self.capp.session.store, now, self.view)
-            self.total = len(self._ranked)
-            rows = ops.thread_rows(self.capp.session, self._ranked[:limit])
+            store = self.capp.session.store
+            if self.view == "due":
+                self._ranked = None
+                ids, self.total = inbox.due_ids(store, 0, limit)
+            else:
+                self._ranked = inbox.ranked_ids(store, now, self.view)
+                self.total = len(self._ranked)
+                ids = self._ranked[:limit]
+            rows = ops.thread_rows(self.capp.session, ids)
         self._fill(rows, current, index)
         self._place_cursor(current, index)
         self._show_state()
@@ -174,12 +183,15 @@ class InboxScreen(Screen[None]):
             more = self._matches[len(self.rows) : len(self.rows) + self.page_size]
             self._append_chunks(self._generation, more)
             return
-        ids = self._ranked[len(self.rows) : len(self.rows) + self.page_size]
-        self.run_worker(partial(self._fetch_more, self._generation, ids), thread=True, group="pagein")
+        start, ranked = len(self.rows), self._ranked
+        ids = None if ranked is None else ranked[start : start + self.page_size]
+        self.run_worker(partial(self._fetch_more, self._generation, ids, start), thread=True, group="pagein")
 
-    def _fetch_more(self, generation: int, ids: list[str]) -> None:
+    def _fetch_more(self, generation: int, ids: list[str] | None, start: int) -> None:
         app = self.capp
         try:
+            if ids is None:  # the Due view: the next page in SQL order
+                ids = inbox.due_ids(app.session.store, start, self.page_size)[0]
             rows = ops.thread_rows(app.session, ids)
         except Exception:  # locked meanwhile, or the store is busy: the next scroll tries again
             rows = []
@@ -333,7 +345,12 @@ class InboxScreen(Screen[None]):
 
     def action_select_all(self) -> None:
         filtered = self.filter_text and self._matches is not None
-        ids = [r.id for r in self._matches or []] if filtered else list(self._ranked)
+        if filtered:
+            ids = [r.id for r in self._matches or []]
+        elif self._ranked is None:  # the Due view pages from SQL: rank it whole for this once
+            ids = inbox.ranked_ids(self.capp.session.store, self.capp.clock(), self.view)
+        else:
+            ids = list(self._ranked)
         if ids and all(t in self.selected for t in ids):
             self.set_selection([t for t in self.selected if t not in set(ids)])
             self.notify(f"{len(ids)} unselected", markup=False)
