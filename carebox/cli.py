@@ -89,11 +89,47 @@ def _run_ui(session: Any) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    session = _session(args)
+    session = _open_for_ui(args)
     try:
         return _run_ui(session)
     finally:
         session.close()
+
+
+def _open_for_ui(args: argparse.Namespace) -> Any:
+    """Open the store while the interpreter imports the UI: unwrapping a passphrase-held key
+    (scrypt, n=2^17) releases the GIL, so it costs the start almost nothing when it runs in a
+    thread beside the imports of Textual and the screens. When a passphrase must be typed, the
+    prompt comes first, as before (nothing runs behind a prompt)."""
+    config = _config(args)
+    from carebox.store.keys import key_info
+
+    info = key_info(config.store_dir().expanduser())
+    scripted = bool(os.environ.get("CAREBOX_PASSPHRASE") or os.environ.get("CAREBOX_PASSCOMMAND"))
+    if info is None or (info.holder == "passphrase" and not info.demo and not scripted):
+        from carebox.services.session import open_session
+
+        return open_session(config, ask=_ask)
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def unlock() -> None:
+        try:
+            from carebox.services.session import open_session
+
+            box["session"] = open_session(config)
+        except BaseException as exc:  # re-raised below, in the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=unlock, name="carebox-unlock", daemon=True)
+    worker.start()
+    import carebox.ui.app  # noqa: F401 - the import itself is the point: it overlaps the unlock
+
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["session"]
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -184,3 +184,47 @@ def test_passphrase_change_is_audited(config: Path, capsys, monkeypatch, no_keyc
     code, out, _ = run(capsys, "--config", str(config), "audit", "show")
     assert code == 0 and "key_change" in out
     assert run(capsys, "--config", str(config), "audit", "verify")[0] == 0
+
+
+@pytest.mark.parametrize("keychain", [True, False], ids=["keychain", "passphrase"])
+def test_open_unlocks_beside_the_ui_import_and_runs_the_ui(
+    config: Path, capsys, monkeypatch, request, keychain: bool
+) -> None:
+    import carebox.cli as cli
+
+    if not keychain:
+        request.getfixturevalue("no_keychain")
+        monkeypatch.setenv("CAREBOX_PASSPHRASE", "the right passphrase")
+    assert run(capsys, "--config", str(config), "import", str(MBOX))[0] == 0
+    seen: list[object] = []
+
+    def fake_ui(session) -> int:  # the app itself is tested in tests/ui
+        seen.append(session.store.all_thread_ids())
+        return 0
+
+    monkeypatch.setattr(cli, "_run_ui", fake_ui)
+    code, _, err = run(capsys, "--config", str(config), "open")
+    assert code == 0, err
+    assert len(seen) == 1 and len(seen[0]) >= 60  # the store was open and readable in the UI's thread
+
+
+def test_open_with_a_wrong_scripted_passphrase_is_one_line(
+    config: Path, tmp_path: Path, capsys, monkeypatch, no_keychain
+) -> None:
+    import carebox.cli as cli
+
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "the right passphrase")
+    assert run(capsys, "--config", str(config), "import", str(MBOX))[0] == 0
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "a wrong passphrase")
+    monkeypatch.setattr(cli, "_run_ui", lambda session: pytest.fail("the UI ran on a locked store"))
+    files = {p: p.read_bytes() for p in (tmp_path / "store").iterdir() if p.is_file()}
+    code, _, err = run(capsys, "--config", str(config), "open")
+    assert code == 1
+    assert "wrong passphrase" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert {p: p.read_bytes() for p in (tmp_path / "store").iterdir() if p.is_file()} == files
+
+
+def test_open_without_a_store_is_one_line(config: Path, capsys) -> None:
+    code, _, err = run(capsys, "--config", str(config), "open")
+    assert code == 1
+    assert "no store" in err and err.count("\n") == 1

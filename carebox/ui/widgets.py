@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual._segment_tools import line_crop as _line_crop
 from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.strip import Strip
 from textual.widgets import DataTable, Static
+from textual.widgets._data_table import RowKey
 
 from carebox.services.inbox import ThreadRow
 from carebox.ui.render import Palette, badge_text, countdown, patient_label, safe_line, tag_label
@@ -64,9 +71,61 @@ THREAD_COLUMNS = (
     ("tag", "Tag", 14),
 )
 FIXED_WIDTH = sum(w for _, _, w in THREAD_COLUMNS if w) + 2 * len(THREAD_COLUMNS) + 2  # cell padding, scrollbar
+_ELSEWHERE = Coordinate(-2, 0)  # a row that never exists
 
 
-class ThreadTable(DataTable[Any]):
+class RowCursorTable(DataTable[Any]):
+    """A DataTable with a row cursor whose line caches survive a cursor move.
+
+    Textual's DataTable keys its line caches on the cursor's and the hover's coordinates, so each
+    cursor move renders every visible line again (about 1 ms a line: most of a key press on a
+    full screen). With a row cursor a line only depends on whether the cursor (or the hover) is on
+    its own row, so that is what the key holds here: a move renders the two rows it changes.
+    The rendering itself is Textual's (``_render_line`` below follows textual 8.2's, with the
+    coordinates reduced to that question); other cursor types use Textual's unchanged."""
+
+    def _on_row(self, row_key: RowKey, where: Coordinate) -> Coordinate:
+        row_index = self._row_locations.get(row_key)
+        return where if row_index is not None and where.row == row_index else _ELSEWHERE
+
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
+        if self.cursor_type != "row":
+            return super()._render_line(y, x1, x2, base_style)
+        width = self.size.width
+        try:
+            row_key, y_offset_in_row = self._get_offsets(y)
+        except LookupError:
+            return Strip.blank(width, base_style)
+        cursor = self._on_row(row_key, self.cursor_coordinate)
+        hover = self._on_row(row_key, self.hover_coordinate)
+        cache_key = (
+            y,
+            x1,
+            x2,
+            width,
+            cursor,
+            hover,
+            base_style,
+            self.cursor_type,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        if cache_key in self._line_cache:
+            return self._line_cache[cache_key]
+        fixed, scrollable = self._render_line_in_row(
+            row_key, y_offset_in_row, base_style, cursor_location=cursor, hover_location=hover
+        )
+        fixed_width = sum(column.get_render_width(self) for column in self.ordered_columns[: self.fixed_columns])
+        fixed_line: list[Segment] = list(chain.from_iterable(fixed)) if fixed else []
+        scrollable_line: list[Segment] = list(chain.from_iterable(scrollable))
+        segments = fixed_line + _line_crop(scrollable_line, x1 + fixed_width, x2, width)
+        strip = Strip(segments).adjust_cell_length(width, base_style).simplify()
+        self._line_cache[cache_key] = strip
+        return strip
+
+
+class ThreadTable(RowCursorTable):
     """The ranked conversations. Holds only the rows loaded so far (a page at a time)."""
 
     def on_mount(self) -> None:
@@ -113,7 +172,7 @@ OUTBOX_COLUMNS = (
 )
 
 
-class OutboxTable(DataTable[Any]):
+class OutboxTable(RowCursorTable):
     def on_mount(self) -> None:
         self.cursor_type = "row"
         for key, label, width in OUTBOX_COLUMNS:
@@ -169,7 +228,12 @@ class KeyBar(Static):
                 out.append(" " * pad)
                 out.append(f" {palette_key} ", style=key_style)
                 out.append("Commands ")
-        self.update(out)
+        # The screen's bindings are checked after every key press: updating the same line again
+        # would lay out and repaint the whole screen each time (a full frame per cursor move).
+        shown = (out.plain, tuple(out.spans))
+        if shown != getattr(self, "_shown", None):
+            self._shown = shown
+            self.update(out)
 
     def on_resize(self) -> None:
         self.show()

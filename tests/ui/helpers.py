@@ -194,3 +194,17 @@ def many(store_dir: Path, n: int, *, ui: dict[str, object] | None = None) -> Ses
 
 
 __all__ = ["NOW", "PASSPHRASE", "UTC", "clock", "many", "practice"]
+
+
+async def settle(app) -> None:
+    """Wait until the app's workers are done. A worker cancelled by a newer one of its exclusive
+    group (the status line's refresh on a busy machine) is not a failure: wait for the rest."""
+    from textual.worker import WorkerCancelled
+
+    for _ in range(50):
+        try:
+            await app.workers.wait_for_complete()
+            return
+        except WorkerCancelled:
+            continue
+    raise AssertionError("the app's workers never settled")

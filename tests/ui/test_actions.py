@@ -15,7 +15,7 @@ from carebox.ui.screens.compose import ComposeScreen
 from carebox.ui.screens.dialogs import CategoryScreen, ConfirmScreen, PathScreen
 from carebox.ui.screens.inbox import InboxScreen
 from carebox.ui.screens.thread import ThreadScreen
-from tests.ui.helpers import NOW
+from tests.ui.helpers import NOW, settle
 from tests.ui.screen_text import screen_text
 
 SIZE = (120, 32)
@@ -125,7 +125,7 @@ async def test_capital_p_goes_out_after_the_undo_window(tmp_path, make_app) -> N
         assert not (tmp_path / "sent.mbox").exists()  # not inside the undo window
         for _ in range(200):
             await pilot.pause(0.05)
-            await app.workers.wait_for_complete()
+            await settle(app)
             if [e.state for e in outbox.list_entries(session.store, None)] == ["filed"]:
                 break
         assert (tmp_path / "sent.mbox").exists()

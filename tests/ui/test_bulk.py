@@ -14,7 +14,7 @@ from carebox.ui.screens.compose import ComposeScreen
 from carebox.ui.screens.dialogs import ConfirmScreen, SummaryScreen
 from carebox.ui.screens.inbox import InboxScreen
 from tests.factories import DOC, message, patient
-from tests.ui.helpers import NOW, build_store, many
+from tests.ui.helpers import NOW, build_store, many, settle
 from tests.ui.screen_text import screen_text
 
 SIZE = (120, 36)
@@ -32,7 +32,7 @@ async def test_bulk_reply_to_fifty_threads_then_undo(tmp_path: Path, make_app) -
         assert "To: 50 conversations" in screen_text(app)
         app.screen.query_one(TextArea).text = "Dear {patient_first_name},\n\nThe practice is closed on Friday.\n"
         await pilot.press("ctrl+s")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         preview = app.screen
         assert isinstance(preview, BulkPreviewScreen)
@@ -46,7 +46,7 @@ async def test_bulk_reply_to_fifty_threads_then_undo(tmp_path: Path, make_app) -
         assert "patient10" in str(preview.query_one("#preview-body", Static).render())
         await pilot.press("y")
         await pilot.pause()
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert isinstance(app.screen, SummaryScreen)
         assert "50 of 50 queued." in screen_text(app)
@@ -78,14 +78,14 @@ async def test_bulk_failures_stay_selected(tmp_path: Path, make_app) -> None:
         box = app.screen
         bad = next(r.id for r in box.rows if r.subject == "Broken")
         await pilot.press("asterisk", "V")  # send at once, several: the preview comes first
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         preview = app.screen
         assert isinstance(preview, BulkPreviewScreen)
         assert set(preview.failed) == {bad} and len(preview.previews) == 3
         assert "1 cannot be sent" in screen_text(app)
         await pilot.press("y")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert isinstance(app.screen, SummaryScreen)
         assert "3 of 4 queued." in screen_text(app) and "stay selected" in screen_text(app)
@@ -107,7 +107,7 @@ async def test_bulk_out_of_scope_tags_after_confirming(tmp_path: Path, make_app)
         assert isinstance(app.screen, ConfirmScreen)
         assert "Tag 3 conversations as Billing?" in screen_text(app)
         await pilot.press("y")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert "3 of 3 tagged." in screen_text(app)
         await pilot.press("enter")

@@ -7,7 +7,7 @@ from pathlib import Path
 from carebox.services import inbox
 from carebox.ui.screens.inbox import InboxScreen
 from carebox.ui.screens.thread import ThreadScreen
-from tests.ui.helpers import NOW, many
+from tests.ui.helpers import NOW, many, settle
 from tests.ui.screen_text import screen_text
 
 SIZE = (120, 32)
@@ -75,7 +75,7 @@ async def test_filter_matches_in_memory_and_writes_nothing(session, make_app, tm
         await pilot.press("slash")
         await pilot.press(*"invoice")
         await pilot.pause(0.2)
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         box = app.screen
         assert [r.subject for r in box.rows] == ["Question about my invoice"]
@@ -86,7 +86,7 @@ async def test_filter_matches_in_memory_and_writes_nothing(session, make_app, tm
         assert box.filter_text == "" and len(box.rows) == 5
         await pilot.press("slash", *"number5 lab")
         await pilot.pause(0.2)
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert [r.patient_name for r in box.rows] == ["Patient Number5"]
     after = {p.name: p.read_bytes() for p in store_dir.iterdir() if p.is_file()}
@@ -103,11 +103,11 @@ async def test_pages_in_more_rows_on_scroll(tmp_path: Path, make_app) -> None:
         box = app.screen
         assert box.total == 130 and len(box.rows) == 50
         await pilot.press("ctrl+end")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert len(box.rows) == 100
         await pilot.press("ctrl+end")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert len(box.rows) == 130
         assert [r.id for r in box.rows] == inbox.ranked_ids(session.store, NOW, "due")
@@ -141,7 +141,7 @@ async def test_star_in_a_filter_selects_only_the_matches(session, make_app) -> N
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("slash", *"patient number")
         await pilot.pause(0.2)
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         await pilot.press("enter", "asterisk")
         box = app.screen

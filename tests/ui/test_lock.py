@@ -17,7 +17,7 @@ from carebox.ui.screens.compose import ComposeScreen
 from carebox.ui.screens.inbox import InboxScreen
 from carebox.ui.screens.lock import LockScreen
 from tests.factories import DOC, DOCTOR, message, patient
-from tests.ui.helpers import NOW, PASSPHRASE, config, practice
+from tests.ui.helpers import NOW, PASSPHRASE, config, practice, settle
 from tests.ui.screen_text import screen_text
 
 SIZE = (120, 32)
@@ -53,7 +53,7 @@ async def test_idle_locks_and_the_passphrase_unlocks(tmp_path: Path, make_app) -
         idle.t += 1.0
         for _ in range(100):
             await pilot.pause(0.05)
-            await app.workers.wait_for_complete()
+            await settle(app)
             if isinstance(app.screen, LockScreen):
                 break
         await pilot.pause()
@@ -71,12 +71,12 @@ async def test_idle_locks_and_the_passphrase_unlocks(tmp_path: Path, make_app) -
         assert isinstance(app.screen, LockScreen)
         await pilot.press(*"wrong")
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert "Wrong passphrase" in screen_text(app) and app.locked
         app.screen.query_one(Input).value = PASSPHRASE
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert not app.locked and isinstance(app.screen, InboxScreen)
         assert app.screen.view == "all" and "keep" in app.screen.selected
@@ -99,7 +99,7 @@ async def test_lock_keeps_the_reply_being_written_as_a_draft(session, make_app) 
         assert "The reply you were writing was kept" in screen_text(app)
         app.screen.query_one(Input).value = PASSPHRASE
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         await pilot.press("r")
         assert "unsent" in app.screen.query_one("#editor").text
@@ -128,7 +128,7 @@ async def test_keychain_store_unlocks_with_a_confirmation(tmp_path: Path, make_a
         assert app.focused is app.screen.query_one(Button)
         assert "Locked." in screen_text(app)
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert not app.locked and "Keychain" in screen_text(app)
     session.close()

@@ -12,6 +12,7 @@ from textual.widgets import TextArea
 
 from carebox.ui.app import CareboxApp
 from tests.ui.helpers import clock, practice
+from tests.ui.helpers import settle as settle_workers
 
 THEMES = ("carebox-dark", "carebox-light", "carebox-contrast")
 SIZE = (110, 30)
@@ -26,7 +27,7 @@ async def settle(pilot: Pilot) -> None:
     app = pilot.app
     for _ in range(100):  # the status bar is filled by a worker after the first frame
         await pilot.pause()
-        await app.workers.wait_for_complete()
+        await settle_workers(app)
         if app.status_text.plain or app.locked:
             break
     for area in pilot.app.screen.query(TextArea):

@@ -12,7 +12,7 @@ import keyring
 from carebox.config import AccountConfig, ServerConfig
 from carebox.store.keys import ACCOUNT_SERVICE
 from tests.factories import DOCTOR
-from tests.ui.helpers import practice
+from tests.ui.helpers import practice, settle
 
 
 def closed_port() -> int:
@@ -54,7 +54,7 @@ async def test_s_without_background_sync_reports_one_line(session, make_app) -> 
         await pilot.pause()
         assert "sync: off" in app.status_text.plain
         await pilot.press("s")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         messages = [str(n.message) for n in app._notifications]
         assert messages and all("\n" not in m and "Traceback" not in m for m in messages)
@@ -66,10 +66,10 @@ async def test_demo_has_no_sync(session, make_app) -> None:
     app = make_app(session, background_sync=True)
     async with app.run_test(size=(140, 30)) as pilot:
         await pilot.pause()
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert app.sync is None
         assert app.status_text.plain.startswith(" DEMO ") and "demo: no mail server" in app.status_text.plain
         await pilot.press("s")
-        await app.workers.wait_for_complete()
+        await settle(app)
         assert any("no mail server" in str(n.message) for n in app._notifications)
