@@ -62,22 +62,71 @@ def _session(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from carebox.services.demo import create_demo
+    import tempfile
 
-    session = create_demo(_now(), keep=args.keep)
+    root = Path(tempfile.mkdtemp(prefix="carebox-demo-"))  # services.demo.new_demo_dir, without its imports
     try:
         if args.no_ui:
+            from carebox.services.demo import build_demo_store, open_demo
             from carebox.services.inbox import status
 
-            print(json.dumps(status(session.store, _now()), indent=1))
+            build_demo_store(root, _now())
+            session = open_demo(root, keep=args.keep)
+            try:
+                print(json.dumps(status(session.store, _now()), indent=1))
+            finally:
+                session.close()
             return EXIT_OK
-        return _run_ui(session)
+        _build_demo_beside_ui_import(root)
+        from carebox.services.demo import open_demo
+
+        session = open_demo(root, keep=args.keep)
+        try:
+            return _run_ui(session)
+        finally:
+            session.close()
     finally:
-        session.close()
-        if not args.keep and session.demo_dir is not None:
+        if not args.keep:
             import shutil
 
-            shutil.rmtree(session.demo_dir, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _build_demo_beside_ui_import(root: Path) -> None:
+    """Build the demo store in a child process while this one imports the UI: the two take about
+    the same CPU time and the machine has at least two cores, so the inbox is painted sooner.
+    Where fork is missing (or threads already run), the store is built here first."""
+    import threading
+
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        from carebox.services.demo import build_demo_store
+
+        build_demo_store(root, _now())
+        return
+    now = _now()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: build, say how it went in one line, and leave without cleanup
+        os.close(read_end)
+        code = EXIT_FAIL
+        try:
+            from carebox.services.demo import build_demo_store
+
+            build_demo_store(root, now)
+            code = EXIT_OK
+        except BaseException as exc:  # invented demo data only; still, the kind of failure is enough
+            os.write(write_end, f"the demo store could not be built ({type(exc).__name__})".encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        import carebox.ui.app  # noqa: F401 - the import itself is the point: it overlaps the build
+    finally:
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read_end, "rb") as pipe:
+            problem = pipe.read().decode("utf-8", "replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise UserError(problem or "the demo store could not be built (its process was stopped)")
 
 
 def _run_ui(session: Any) -> int:
@@ -534,8 +583,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS[args.command or "open"]
     if not args.command:
         args.command = "open"
-    from carebox.config import ConfigError
-
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -547,6 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as exc:
         if isinstance(exc, _known_errors()):
+            from carebox.config import ConfigError  # imported here: pydantic is not needed before
+
             code = EXIT_USAGE if isinstance(exc, ConfigError) else getattr(exc, "code", EXIT_FAIL)
             print(f"carebox: {exc}", file=sys.stderr)
             return code

@@ -228,3 +228,15 @@ def test_open_without_a_store_is_one_line(config: Path, capsys) -> None:
     code, _, err = run(capsys, "--config", str(config), "open")
     assert code == 1
     assert "no store" in err and err.count("\n") == 1
+
+
+def test_a_demo_build_failing_in_its_child_process_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    import carebox.cli as cli
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # take the fork path under pytest too
+    (tmp_path / "store").write_text("a file where the store's folder goes")
+    with pytest.raises(cli.UserError) as caught:
+        cli._build_demo_beside_ui_import(tmp_path)
+    assert str(caught.value) == "the demo store could not be built (FileExistsError)"

@@ -16,7 +16,7 @@ from carebox.services.safety import import_patients_csv, safety_inspector
 from carebox.services.session import Session
 from carebox.services.threads import POLICY_META, policy_fingerprint, policy_from_config
 from carebox.store.crypto import Cipher
-from carebox.store.keys import DEMO_PASSPHRASE, create_data_key
+from carebox.store.keys import DEMO_PASSPHRASE, create_data_key, unlock_data_key
 from carebox.store.store import Store
 
 DEMO_ADDRESS = "dr.lindqvist@riverside-practice.example"
@@ -42,24 +42,48 @@ def demo_config(store_dir: Path) -> Config:
     )
 
 
-def create_demo(now: datetime, *, keep: bool = False, base: Path | None = None) -> Session:
+def new_demo_dir(base: Path | None = None) -> Path:
+    """A fresh private folder for a throwaway demo store (removed by the caller at exit)."""
+    return Path(tempfile.mkdtemp(prefix="carebox-demo-", dir=base))
+
+
+def build_demo_store(root: Path, now: datetime) -> None:
+    """Fill ``root`` with the demo: an encrypted store of the sample practice mailbox and its
+    patient directory, dated relative to ``now``. Closes the store when done, so another process
+    may build it while this one starts the UI (see cli.cmd_demo)."""
     from carebox.demo.generate import demo_messages, patients_csv
 
-    root = Path(tempfile.mkdtemp(prefix="carebox-demo-", dir=base))
     store_dir = root / "store"
     config = demo_config(store_dir)
     key = create_data_key(store_dir, passphrase=DEMO_PASSPHRASE, use_keychain=False, scrypt_n=DEMO_SCRYPT_N, demo=True)
     store = Store.open(store_dir, Cipher(key), professional=DEMO_ADDRESS, create=True)
-    policy = policy_from_config(config.policy)
-    items = [MailboxItem(f"demo:{i}", raw, frozenset()) for i, raw in enumerate(demo_messages(now))]
-    # The directory's visit dates are relative to now, like the messages (invented data only).
-    directory = root / "patients.csv"
-    directory.write_text(patients_csv(now), encoding="utf-8")
-    import_patients_csv(store, directory, now=now)
-    import_items(store, items, policy, folder="INBOX", inspectors=[safety_inspector(store, config, now)])
-    store.set_meta(POLICY_META, policy_fingerprint(policy))
+    try:
+        policy = policy_from_config(config.policy)
+        items = [MailboxItem(f"demo:{i}", raw, frozenset()) for i, raw in enumerate(demo_messages(now))]
+        # The directory's visit dates are relative to now, like the messages (invented data only).
+        directory = root / "patients.csv"
+        directory.write_text(patients_csv(now), encoding="utf-8")
+        import_patients_csv(store, directory, now=now)
+        import_items(store, items, policy, folder="INBOX", inspectors=[safety_inspector(store, config, now)])
+        store.set_meta(POLICY_META, policy_fingerprint(policy))
+    finally:
+        store.close()
+
+
+def open_demo(root: Path, *, keep: bool = False) -> Session:
+    """Open the demo store built in ``root`` (its key is wrapped by the demo passphrase)."""
+    store_dir = root / "store"
+    config = demo_config(store_dir)
+    store = Store.open(store_dir, Cipher(unlock_data_key(store_dir)), professional=DEMO_ADDRESS)
     if keep:
         print(f"demo store kept at {store_dir}")
-    session = Session(config=config, store=store, policy=policy, demo=True, demo_dir=root)
+    session = Session(config=config, store=store, policy=policy_from_config(config.policy), demo=True, demo_dir=root)
     session.extras["demo_outbox"] = root / DEMO_OUTBOX
     return session
+
+
+def create_demo(now: datetime, *, keep: bool = False, base: Path | None = None) -> Session:
+    """Build a demo store in a new folder and open it."""
+    root = new_demo_dir(base)
+    build_demo_store(root, now)
+    return open_demo(root, keep=keep)

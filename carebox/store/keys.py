@@ -132,9 +132,6 @@ def create_data_key(
     demo: bool = False,
 ) -> bytes:
     """Make a new random data key for a new store and keep it safely. Returns the key."""
-    import keyring  # imported on use: it costs ~0.3 s at start-up
-    import keyring.errors
-
     store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(store_dir, 0o700)
     if (store_dir / KEY_FILE).exists():
@@ -145,6 +142,9 @@ def create_data_key(
         use_keychain = passphrase is None and keychain_available()
     meta: dict[str, object] = {"version": 1, "store_id": store_id}
     if use_keychain:
+        import keyring  # imported on use: it costs ~0.3 s at start-up
+        import keyring.errors
+
         try:
             keyring.set_password(KEYRING_SERVICE, f"store:{store_id}", _b64(data_key))
         except keyring.errors.KeyringError as exc:
@@ -178,9 +178,6 @@ def passphrase_from_env() -> str | None:
 def unlock_data_key(store_dir: Path, ask: Callable[[str], str | None] | None = None) -> bytes:
     """Open the store's data key. ``ask(prompt)`` is called for a passphrase when needed,
     up to three times; it returns None to give up. Nothing is written on failure."""
-    import keyring  # imported on use: it costs ~0.3 s at start-up
-    import keyring.errors
-
     meta_path = store_dir / KEY_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -190,6 +187,9 @@ def unlock_data_key(store_dir: Path, ask: Callable[[str], str | None] | None = N
         raise KeyProblem(f"cannot read {meta_path}: {exc.__class__.__name__}") from None
     holder = meta.get("holder")
     if holder == "keyring":
+        import keyring  # imported on use: it costs ~0.3 s at start-up
+        import keyring.errors
+
         try:
             secret = keyring.get_password(KEYRING_SERVICE, f"store:{meta['store_id']}")
         except keyring.errors.KeyringError as exc:

@@ -22,9 +22,11 @@ def run_in_pty(
     env: dict[str, str] | None = None,
     size: tuple[int, int] = (120, 36),
     timeout: float = 20.0,
+    on_output: Sequence[tuple[bytes, bytes]] = (),
 ) -> bytes:
-    """``keys``: (seconds after start, bytes to type). Returns all output until the process exits
-    (or ``timeout``, when it is killed)."""
+    """``keys``: (seconds after start, bytes to type); ``on_output``: (marker, bytes to type once
+    the marker has been written). Returns all output until the process exits (or ``timeout``,
+    when it is killed)."""
     master, slave = pty.openpty()
     cols, rows = size
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -36,6 +38,7 @@ def run_in_pty(
     out = bytearray()
     start = time.monotonic()
     pending = sorted(keys)
+    waiting = list(on_output)
     try:
         while True:
             now = time.monotonic() - start
@@ -52,6 +55,9 @@ def run_in_pty(
                 if not chunk:
                     break
                 out += chunk
+                for marker, data in [w for w in waiting if w[0] in out]:
+                    os.write(master, data)
+                    waiting.remove((marker, data))
             elif proc.poll() is not None and not pending:
                 break
     finally:

@@ -43,3 +43,18 @@ def test_no_escape_from_mail_reaches_the_terminal(tmp_path: Path) -> None:
     for payload in PAYLOADS:
         assert payload not in out, payload
     assert b"\x1b]0;" not in out and b"\x1b]2;" not in out  # the title is never set
+
+
+def test_carebox_demo_builds_its_store_beside_the_ui_and_paints_the_inbox(tmp_path: Path) -> None:
+    """`carebox demo` as a user runs it: the store is built in a child process while the UI is
+    imported; the inbox appears with the demo's most urgent patient, and quitting removes it."""
+    out = run_in_pty(
+        [sys.executable, "-m", "carebox", "demo"],
+        [],
+        env={"CAREBOX_NOW": "2026-11-26T12:00:00+00:00", "TMPDIR": str(tmp_path)},
+        on_output=[(b"Whitfield", b"\x11")],  # the top of the demo queue; then ctrl+q
+        timeout=60,
+    )
+    assert b"Whitfield" in out and b"DEMO" in out
+    assert b"Traceback" not in out and b"could not be built" not in out
+    assert not list(tmp_path.glob("carebox-demo-*"))  # the throwaway store is gone
