@@ -410,6 +410,7 @@ class AtomIndex:
 
 _ALTERNATIVES_MAX = 64  # leading alternatives a pattern is split into
 _CANDIDATES_MAX = 48  # start positions tried one by one; after that, an ordinary search
+WARM_UP = 200  # texts a prefilter is asked about before its pattern is analysed (see Prefilter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,10 +531,38 @@ class Prefilter:
     its matches need, and on the others it is tried only where a match can start (at each
     occurrence of a literal every match of a possible alternative starts with)."""
 
-    __slots__ = ("_checked", "alternatives", "atoms", "branches", "gate", "need", "pattern")
+    __slots__ = ("_analysed", "_checked", "_uses", "alternatives", "atoms", "branches", "gate", "need", "pattern")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
+        self._checked: AtomIndex | None = None  # the last index seen to hold every atom of this one
+        # The analysis costs 5-20 ms a pattern, more than running the pattern on a few hundred
+        # texts: it is made once the filter has been asked about WARM_UP texts (until then every
+        # text is "possible" and the pattern just runs: the same matches either way).
+        self._analysed = False
+        self._uses = 0
+        self.need: _Need = None
+        self.alternatives: tuple[_Alternative, ...] | None = None
+        self.branches: list[list[frozenset[str]]] | None = None
+        self.atoms: frozenset[str] = frozenset()
+        self.gate: frozenset[str] | None = None
+
+    def ready(self) -> bool:
+        """Whether the analysis is there to use (counting this question towards the warm-up)."""
+        if self._analysed:
+            return True
+        self._uses += 1
+        if self._uses <= WARM_UP:
+            return False
+        self.analysed()
+        return True
+
+    def analysed(self) -> Prefilter:
+        """This filter, its analysis made (once)."""
+        if self._analysed:
+            return self
+        self._analysed = True
+        pattern = self.pattern
         if isinstance(pattern.pattern, str):
             self.need, self.alternatives = _analysis(pattern.pattern, pattern.flags)
         else:  # pragma: no cover - carebox only has str patterns
@@ -546,7 +575,7 @@ class Prefilter:
         # One of these occurs in any text the pattern can match (None: no such set known).
         gates = [_gate(self.branches)] if self.alternatives is None else [a.gate for a in self.alternatives]
         self.gate = None if any(g is None for g in gates) else frozenset().union(*gates)  # type: ignore[arg-type]
-        self._checked: AtomIndex | None = None  # the last index seen to hold every atom of this one
+        return self
 
     def search(self, view: TextView) -> re.Match[str] | None:
         return next(self.finditer(view), None)
@@ -615,14 +644,21 @@ class TextView:
     """A normalised text, with the atoms of an ``AtomIndex`` found in it once and shared by
     every pattern checked against it."""
 
-    __slots__ = ("_present", "_words", "index", "norm")
+    __slots__ = ("_index", "_present", "_words", "norm")
 
     def __init__(self, norm: str, index: AtomIndex | None = None, words: Sequence[str] | None = None) -> None:
-        """``words``: ``norm.split()`` when the caller has it (``normalize_words``)."""
+        """``words``: ``norm.split()`` when the caller has it (``normalize_words``). Without an
+        ``index``, the built-in one, made when first needed."""
         self.norm = norm
-        self.index = index if index is not None else _builtin_index()
+        self._index = index
         self._words = words
         self._present: set[str] | None = None
+
+    @property
+    def index(self) -> AtomIndex:
+        if self._index is None:
+            self._index = _builtin_index()
+        return self._index
 
     @classmethod
     def of(cls, text: str, index: AtomIndex | None = None) -> TextView:
@@ -662,6 +698,8 @@ class TextView:
     def possible(self, pf: Prefilter) -> list[_Alternative] | None:
         """The leading alternatives of ``pf``'s pattern whose needs hold in the text ([]: no
         match is possible; None: no analysis, the pattern has to run)."""
+        if not pf.ready():
+            return None
         if not self._indexed(pf):
             if pf.alternatives is None:
                 return None if self.holds(pf.branches, pf) else []
@@ -995,12 +1033,24 @@ class RedFlagMatcher:
         self._rules = [(r.id, r.label, r.compiled()) for r in rules]
         self._rules += [("config", p[3:] if p.startswith("re:") else p, compile_phrase(p)) for p in extra]
         self._filters = [Prefilter(pattern) for _, _, pattern in self._rules]
-        builtin = _builtin_index()
-        atoms = frozenset().union(*(f.atoms for f in self._filters))
-        self.index = builtin if atoms <= builtin.atoms else AtomIndex(atoms | builtin.atoms)
+        self._index: AtomIndex | None = None  # made with the filters' analyses, after the warm-up
+        self._views = 0
+
+    @property
+    def index(self) -> AtomIndex:
+        """The atoms of every rule and of the scope checks (analysing the rules when needed)."""
+        if self._index is None:
+            builtin = _builtin_index()
+            atoms = frozenset().union(*(f.analysed().atoms for f in self._filters))
+            self._index = builtin if atoms <= builtin.atoms else AtomIndex(atoms | builtin.atoms)
+        return self._index
 
     def view(self, text: str) -> TextView:
         """The view of a text (not yet normalised) for this matcher and the scope checks."""
+        if self._index is None:
+            self._views += 1
+            if self._views <= WARM_UP:  # the filters run their patterns plainly meanwhile
+                return TextView.of(text)
         return TextView.of(text, self.index)
 
     def find(self, text: str) -> list[RedFlagHit]:
@@ -1739,7 +1789,7 @@ def _checks() -> tuple[list[tuple[str, Prefilter]], Prefilter, Prefilter]:
 def _builtin_index() -> AtomIndex:
     """The atoms of the built-in red-flag rules and of the scope, result and personal-account checks."""
     patterns = [r.compiled() for r in RED_FLAG_RULES] + [p for _, p in _SCOPE] + [_RESULTS, _PERSONAL]
-    return AtomIndex(frozenset().union(*(Prefilter(p).atoms for p in patterns)))
+    return AtomIndex(frozenset().union(*(Prefilter(p).analysed().atoms for p in patterns)))
 
 
 def _view(text: str, normalized: TextView | None) -> TextView:

@@ -574,7 +574,7 @@ def test_prefilter_finds_exactly_the_matches_of_the_pattern(expr: str, text: str
         pattern = re.compile(expr)
     except re.error:
         return
-    pf = Prefilter(pattern)
+    pf = Prefilter(pattern).analysed()
     expected = [(m.span(), m.group(0), m.groups()) for m in pattern.finditer(text)]
     for index in (AtomIndex(pf.atoms), AtomIndex(["zzz"])):  # atoms found word by word, or looked up directly
         view = TextView(text, index)
@@ -592,7 +592,7 @@ def test_pattern_need_of_the_rules_is_selective() -> None:
     patterns += [safety._RESULTS, safety._PERSONAL, compile_phrase("Brustschmerz")]
     view = RedFlagMatcher(["Brustschmerz"]).view("thank you for the quick reply, see you next week")
     for pattern in patterns:
-        pf = Prefilter(pattern)
+        pf = Prefilter(pattern).analysed()
         assert pf.branches is not None, pattern.pattern
         assert not view.may_match(pf), pattern.pattern
     assert pattern_need(re.compile("(?i)chest pain")) is None  # case-insensitive: always runs
@@ -745,6 +745,29 @@ def test_prefilter_with_many_candidate_starts_finds_the_same_matches(failing: in
     """Past the budget of starts tried one by one, an ordinary search takes over exactly there."""
     pattern = re.compile(r"(?<!\w)(?:ab|cd)e?(?!\w)")
     text = "xab " * failing + "ab cde xcd ab"
-    pf = Prefilter(pattern)
+    pf = Prefilter(pattern).analysed()
     for view in (TextView(text, AtomIndex(pf.atoms)), TextView(text, AtomIndex(["zzz"]))):
         assert [m.span() for m in pf.finditer(view)] == [m.span() for m in pattern.finditer(text)]
+
+
+def test_the_analysis_waits_for_the_warm_up_and_changes_no_result() -> None:
+    """A matcher runs its patterns plainly on its first WARM_UP texts and analyses them after: the
+    hits are the same on both sides of that point (and the analysis is really made then)."""
+    texts = [
+        "I have crushing chest pain since this morning",
+        "thank you for the quick reply, see you next week",
+        "my chest feels tight and I can't breathe",
+        "could you refill my lisinopril",
+        "I do not have chest pain anymore",
+    ]
+    cold = RedFlagMatcher(["Brustschmerz"])
+    first = [cold.find(t) for t in texts]
+    assert first[0] and first[2] and not first[1]
+    assert not any(f._analysed for f in cold._filters)  # the first texts ran the patterns plainly
+    for i in range(safety.WARM_UP):
+        cold.find(texts[i % len(texts)])
+    assert all(f._analysed for f in cold._filters) and cold._index is not None
+    assert [cold.find(t) for t in texts] == first
+    warm = RedFlagMatcher(["Brustschmerz"])
+    _ = warm.index  # analysed at once
+    assert [warm.find_in(warm.view(t)) for t in texts] == first
