@@ -394,19 +394,23 @@ def make_patient(
     last_visit: str | date | None = None,
     next_visit: str | date | None = None,
     patient_id: str = "",
+    *,
+    separators: str = ";",
 ) -> DirectoryPatient:
-    """A validated record (CSV row or UI form). Raises ``PatientError`` naming the bad field."""
+    """A validated record (CSV row or UI form). Raises ``PatientError`` naming the bad field.
+    ``emails`` as one string holds several addresses separated by any of ``separators``."""
     clean_name = clean_line(name or "", 200)
     if not clean_name:
         raise PatientError("name: missing")
-    parts = emails.split(";") if isinstance(emails, str) else list(emails)
+    parts = re.split(f"[{re.escape(separators)}]", emails) if isinstance(emails, str) else list(emails)
     addrs: list[str] = []
     for i, raw in enumerate(parts, 1):
         addr = raw.strip().lower()
         if not addr:
             continue
         if not _EMAIL.fullmatch(addr):
-            raise PatientError(f"emails: address {i} is not an email address (separate several with ';')")
+            hint = " or ".join(f"'{c}'" for c in separators)
+            raise PatientError(f"emails: address {i} is not an email address (separate several with {hint})")
         addrs.append(addr)
     if not addrs:
         raise PatientError("emails: at least one address is needed")
@@ -542,6 +546,80 @@ def import_patients_csv(
     return report
 
 
+@dataclass(frozen=True)
+class PatientChange:
+    """What a directory edit from the UI did: the patient as saved (None after a delete) and the
+    conversations whose sender badge, suggestion and deadline were recomputed."""
+
+    patient: DirectoryPatient | None
+    added: bool
+    thread_ids: tuple[str, ...]
+
+
+def _refresh_addresses(
+    store: Store, policy: Policy, config: Config | None, now: datetime | None, addrs: Iterable[str]
+) -> tuple[str, ...]:
+    ids = patient_store.thread_ids_for_addresses(store, addrs)
+    if ids:
+        refresh_safety(store, policy, config, now, ids)
+    return tuple(ids)
+
+
+def patient_from_form(
+    name: str,
+    emails: str,
+    phone: str = "",
+    consent_date: str = "",
+    last_visit: str = "",
+    next_visit: str = "",
+    patient_id: str = "",
+) -> DirectoryPatient:
+    """``make_patient`` for the UI's form, where several addresses are separated by commas (or ';')."""
+    return make_patient(
+        name, emails, phone, consent_date, last_visit, next_visit, patient_id=patient_id, separators=",;"
+    )
+
+
+def apply_patient(
+    store: Store,
+    patient: DirectoryPatient,
+    *,
+    policy: Policy,
+    config: Config | None = None,
+    now: datetime | None = None,
+) -> PatientChange:
+    """Add (no id) or edit one patient, record it in the audit trail (its opaque id only), and
+    recompute the safety columns of every thread of its old and new addresses, so the inbox
+    badge follows at once (a consent date added turns "no consent" into "verified"). Raises
+    ``PatientError`` when an address is on file for another patient (nothing is written)."""
+    before = patient_store.get_patient(store, patient.id) if patient.id else None
+    try:
+        saved = patient_store.save_patient(store, patient)
+    except patient_store.PatientConflict:
+        raise PatientError("emails: an address is already on file for another patient") from None
+    record(store, "patient_edit" if before is not None else "patient_add", saved.id, now)
+    addrs = set(saved.emails) | set(before.emails if before else ())
+    return PatientChange(saved, before is None, _refresh_addresses(store, policy, config, now, addrs))
+
+
+def remove_patient(
+    store: Store,
+    patient_id: str,
+    *,
+    policy: Policy,
+    config: Config | None = None,
+    now: datetime | None = None,
+) -> PatientChange | None:
+    """Delete one patient (audit: its opaque id) and recompute its threads' safety columns
+    (their badge becomes "unknown"). None when the patient is not on file."""
+    before = patient_store.get_patient(store, patient_id)
+    if before is None:
+        return None
+    patient_store.delete_patient(store, patient_id)
+    record(store, "patient_delete", patient_id, now)
+    return PatientChange(None, False, _refresh_addresses(store, policy, config, now, before.emails))
+
+
 def save_patient(
     store: Store,
     patient: DirectoryPatient,
@@ -550,17 +628,19 @@ def save_patient(
     config: Config | None = None,
     now: datetime | None = None,
 ) -> DirectoryPatient:
-    """Add or edit one patient (UI). Raises ``PatientError`` when an address is on file for
-    another patient. With ``policy`` the threads of the old and new addresses are refreshed."""
+    """Add or edit one patient. Raises ``PatientError`` when an address is on file for
+    another patient. With ``policy`` the threads of the old and new addresses are refreshed
+    (``apply_patient``, which also says which threads)."""
+    if policy is not None:
+        change = apply_patient(store, patient, policy=policy, config=config, now=now)
+        assert change.patient is not None
+        return change.patient
     before = patient_store.get_patient(store, patient.id) if patient.id else None
     try:
         saved = patient_store.save_patient(store, patient)
     except patient_store.PatientConflict:
         raise PatientError("emails: an address is already on file for another patient") from None
-    record(store, "patient_edit", saved.id, now)
-    if policy is not None:
-        addrs = set(saved.emails) | set(before.emails if before else ())
-        refresh_safety(store, policy, config, now, patient_store.thread_ids_for_addresses(store, addrs))
+    record(store, "patient_edit" if before is not None else "patient_add", saved.id, now)
     return saved
 
 
@@ -572,13 +652,12 @@ def delete_patient(
     config: Config | None = None,
     now: datetime | None = None,
 ) -> bool:
-    before = patient_store.get_patient(store, patient_id)
-    if before is None:
+    if policy is not None:
+        return remove_patient(store, patient_id, policy=policy, config=config, now=now) is not None
+    if patient_store.get_patient(store, patient_id) is None:
         return False
     patient_store.delete_patient(store, patient_id)
     record(store, "patient_delete", patient_id, now)
-    if policy is not None:
-        refresh_safety(store, policy, config, now, patient_store.thread_ids_for_addresses(store, before.emails))
     return True
 
 
@@ -603,6 +682,7 @@ AUDIT_ACTIONS = frozenset(
         "import",
         "key_change",
         "patients_import",
+        "patient_add",
         "patient_edit",
         "patient_delete",
         "outbox_discard",

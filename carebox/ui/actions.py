@@ -17,12 +17,16 @@ THREAD = "thread"
 COMPOSE = "compose"
 PREVIEW = "preview"
 DIALOG = "dialog"
+PATIENTS = "patients"
+PATIENT_FORM = "patient_form"
 SCOPE_TITLES = {
     APP: "Everywhere",
     INBOX: "Inbox",
     THREAD: "Thread",
     COMPOSE: "Reply composer",
     PREVIEW: "Bulk preview",
+    PATIENTS: "Patient directory",
+    PATIENT_FORM: "Patient form",
     DIALOG: "Dialogs",
 }
 _TRIAGE = (INBOX, THREAD)
@@ -167,6 +171,14 @@ ACTIONS: tuple[Act, ...] = (
         _TRIAGE,
         show=False,
     ),
+    Act(
+        "patients",
+        "D",
+        "app.patients",
+        "Patients",
+        "Patient directory: add, edit or delete patients (name, addresses, consent, visits)",
+        (INBOX,),
+    ),
     Act("undo", "u", "app.undo", "Undo", "Undo the last action (a queued reply is taken back)", _TRIAGE),
     Act("sync", "s", "app.sync", "Sync", "Sync now", _TRIAGE, show=False),
     # thread
@@ -201,6 +213,31 @@ ACTIONS: tuple[Act, ...] = (
     # bulk preview
     Act("confirm", "y", "confirm", "Confirm", "Confirm and queue every reply shown", (PREVIEW,), priority=True),
     Act("preview_back", "escape", "back", "Back", "Back without sending", (PREVIEW,), priority=True),
+    # patient directory
+    Act("patient_add", "a", "add", "Add", "Add a patient", (PATIENTS,)),
+    Act("patient_edit", "e", "edit", "Edit", "Edit the patient under the cursor (enter does too)", (PATIENTS,)),
+    Act("patient_delete", "d", "delete", "Delete", "Delete the patient under the cursor (asks first)", (PATIENTS,)),
+    Act("patient_filter", "slash", "filter", "Filter", "Filter the directory by name, address or phone", (PATIENTS,)),
+    Act("patient_close", "escape", "close", "Close", "Clear the filter, then back to the inbox", (PATIENTS,)),
+    # patient form
+    Act(
+        "patient_save",
+        "ctrl+s",
+        "save",
+        "Save",
+        "Save the patient (enter in a field does too)",
+        (PATIENT_FORM,),
+        priority=True,
+    ),
+    Act(
+        "patient_cancel",
+        "escape",
+        "cancel",
+        "Cancel",
+        "Close the form (asks first when something was changed)",
+        (PATIENT_FORM,),
+        priority=True,
+    ),
     # dialogs
     Act("dialog_yes", "y", "yes", "Yes", "Answer yes", (DIALOG,), palette=False),
     Act("dialog_no", "n,escape", "no", "No", "Answer no / close", (DIALOG,), palette=False),

@@ -260,6 +260,13 @@ class CareboxApp(App[None]):
             box.reload(keep_cursor=True)
         self.refresh_status()
 
+    def action_patients(self) -> None:
+        from carebox.ui.screens.patients import PatientsScreen
+
+        if self.locked or isinstance(self.screen, PatientsScreen):
+            return
+        self.push_screen(PatientsScreen())
+
     def action_help(self) -> None:
         from carebox.ui.screens.dialogs import HelpScreen
 
@@ -392,7 +399,6 @@ class CareboxApp(App[None]):
             return
         from carebox.ui.screens.compose import ComposeScreen
         from carebox.ui.screens.lock import LockScreen
-        from carebox.ui.screens.thread import ThreadScreen
 
         self.locked = True
         saved = False
@@ -407,8 +413,9 @@ class CareboxApp(App[None]):
         self.clear_notifications()
         while len(self.screen_stack) > 1:
             screen = self.screen
-            if isinstance(screen, (InboxScreen, ThreadScreen)):
-                screen.forget()
+            forget = getattr(screen, "forget", None)  # inbox, thread, patient directory
+            if callable(forget):
+                forget()
             await self.pop_screen()
         self.status_text = Text("")
         lock_service.lock(self.session, reason=reason, now=self.clock())

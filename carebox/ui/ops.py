@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import ModuleType
 from typing import Any
@@ -205,6 +205,34 @@ def badge(sender_status: str) -> tuple[str, str]:
     if mod is not None and hasattr(mod, "badge"):
         return mod.badge(sender_status)
     return (sender_status.replace("_", " "), "") if sender_status else ("", "")
+
+
+def need_safety() -> ModuleType:
+    mod = safety()
+    if mod is None or not hasattr(mod, "apply_patient"):
+        raise Unavailable("the patient directory is not available in this build (no safety service)")
+    return mod
+
+
+def patients(session: Session) -> list[Any]:
+    """The directory, decrypted, sorted by name (DirectoryPatient records)."""
+    return list(need_safety().patients(session.store))
+
+
+def save_patient(session: Session, fields: Mapping[str, str], patient_id: str, *, now: datetime) -> Any:
+    """Validate the form's fields and save (add when ``patient_id`` is empty): the service
+    records it in the audit trail and recomputes that patient's conversations. Returns the
+    service's PatientChange; raises its PatientError (one line naming the field)."""
+    mod = need_safety()
+    record = mod.patient_from_form(**fields, patient_id=patient_id)
+    return mod.apply_patient(session.store, record, policy=session.policy, config=session.config, now=now)
+
+
+def delete_patient(session: Session, patient_id: str, *, now: datetime) -> Any:
+    """Delete one patient (audited; its conversations recomputed). None when not on file."""
+    return need_safety().remove_patient(
+        session.store, patient_id, policy=session.policy, config=session.config, now=now
+    )
 
 
 def thread_safety(session: Session, thread_id: str, now: datetime) -> Any:

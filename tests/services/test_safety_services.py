@@ -16,14 +16,17 @@ from carebox.services.inbox import queue_json
 from carebox.services.safety import (
     PatientError,
     PatientsCsvError,
+    apply_patient,
     audit_lines,
     badge,
     delete_patient,
     import_patients_csv,
     make_patient,
+    patient_from_form,
     patients,
     record,
     refresh_safety,
+    remove_patient,
     safety_inspector,
     save_patient,
     thread_safety,
@@ -188,6 +191,75 @@ def test_patient_edit_refreshes_that_patients_threads(directory: Store) -> None:
         save_patient(directory, make_patient("Someone", [anna.emails[0]]))
     actions = [e.action for e in audit.entries(directory)]
     assert actions == ["patients_import", "patient_edit", "patient_delete"]
+
+
+def test_ui_edit_add_and_remove_refresh_just_the_threads_of_that_patient(directory: Store) -> None:
+    add(directory, "n1@x", OLAF, "a question")
+    add(directory, "a1@x", ANNA, "another question")
+    add(directory, "z1@x", Address("Zoe New", "zoe@mail.example"), "first mail")
+    sync(directory)
+    ids = {k: v["thread_id"] for k, v in by_msgid(directory).items()}
+    assert by_msgid(directory)["z1@x"]["sender"] == "unknown"
+    zoe = patient_from_form("Zoe New", " zoe@mail.example , zoe@work.example;zoe@home.example")
+    assert zoe.emails == ("zoe@mail.example", "zoe@work.example", "zoe@home.example")
+    change = apply_patient(directory, zoe, policy=POLICY, config=CONFIG, now=NOW)
+    assert change.added and change.patient is not None and change.patient.id
+    assert change.thread_ids == (ids["z1@x"],)
+    assert by_msgid(directory)["z1@x"]["sender"] == "no_consent"
+    olaf = next(p for p in patients(directory) if p.name == "Olaf Svensson")
+    edited = patient_from_form(olaf.name, ", ".join(olaf.emails), consent_date="01.11.2026", patient_id=olaf.id)
+    change = apply_patient(directory, edited, policy=POLICY, config=CONFIG, now=NOW)
+    assert not change.added and change.thread_ids == (ids["n1@x"],)
+    assert by_msgid(directory)["n1@x"]["sender"] == "verified"
+    # an edit that moves the patient to another address refreshes the old address's threads too
+    moved = patient_from_form(olaf.name, "olaf@new.example", consent_date="2026-11-01", patient_id=olaf.id)
+    assert apply_patient(directory, moved, policy=POLICY, config=CONFIG, now=NOW).thread_ids == (ids["n1@x"],)
+    # (the old address now mails under the name of a patient on file with another address)
+    assert by_msgid(directory)["n1@x"]["sender"] == "warning"
+    assert by_msgid(directory)["a1@x"]["sender"] == "verified"  # untouched
+    assert remove_patient(directory, "not-on-file", policy=POLICY, config=CONFIG, now=NOW) is None
+    zoe_id = next(p.id for p in patients(directory) if p.name == "Zoe New")
+    change = remove_patient(directory, zoe_id, policy=POLICY, config=CONFIG, now=NOW)
+    assert change is not None and change.patient is None and change.thread_ids == (ids["z1@x"],)
+    assert by_msgid(directory)["z1@x"]["sender"] == "unknown"
+    entries = [(e.action, e.ref) for e in audit.entries(directory)][1:]
+    olaf_id = olaf.id
+    assert entries == [
+        ("patient_add", zoe_id),
+        ("patient_edit", olaf_id),
+        ("patient_edit", olaf_id),
+        ("patient_delete", zoe_id),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": " "}, "name: missing"),
+        (
+            {"emails": "a@x.example, not-an-address"},
+            "emails: address 2 is not an email address (separate several with ',' or ';')",
+        ),
+        ({"emails": " , "}, "emails: at least one address is needed"),
+        ({"phone": "call me"}, "phone: use digits"),
+        ({"consent_date": "2026-13-01"}, "consent_date: expected a date like 2026-03-31"),
+        ({"next_visit": "tomorrow"}, "next_visit: expected a date"),
+    ],
+)
+def test_form_errors_are_one_line_naming_the_field_never_the_value(fields: dict, message: str) -> None:
+    values = {"name": "Zoe", "emails": "zoe@mail.example", **fields}
+    with pytest.raises(PatientError) as info:
+        patient_from_form(**values)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value) and "not-an-address" not in str(info.value) and "tomorrow" not in str(info.value)
+
+
+def test_ui_edit_that_takes_another_patients_address_writes_nothing(directory: Store) -> None:
+    before = patients(directory)
+    entries = len(audit.entries(directory))
+    with pytest.raises(PatientError, match="already on file"):
+        apply_patient(directory, patient_from_form("Someone", "olaf@mail.example"), policy=POLICY, now=NOW)
+    assert patients(directory) == before and len(audit.entries(directory)) == entries
 
 
 # --- the thread view ----------------------------------------------------------------------------------

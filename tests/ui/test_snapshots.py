@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import TextArea
+from textual.widgets import Input, TextArea
 
 from carebox.ui.app import CareboxApp
 from tests.ui.helpers import clock, practice
@@ -74,5 +74,19 @@ def test_lock_screen(snap_compare, tmp_path: Path, theme: str) -> None:
     async def run_before(pilot: Pilot) -> None:
         await pilot.press("ctrl+l")
         await settle(pilot)
+
+    assert snap_compare(make(tmp_path, theme), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_patient_form_with_an_error(snap_compare, tmp_path: Path, theme: str) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await pilot.press("D")  # the patient directory, then a new patient with a bad date
+        await settle(pilot)
+        await pilot.press("a", *"Zoe New", "tab", *"zoe@mail.example", "tab", "tab", *"2026-13-01", "ctrl+s")
+        await settle(pilot)
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False
+        await pilot.pause()
 
     assert snap_compare(make(tmp_path, theme), terminal_size=SIZE, run_before=run_before)
