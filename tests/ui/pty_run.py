@@ -22,10 +22,10 @@ def run_in_pty(
     env: dict[str, str] | None = None,
     size: tuple[int, int] = (120, 36),
     timeout: float = 20.0,
-    on_output: Sequence[tuple[bytes, bytes]] = (),
+    on_output: Sequence[tuple[tuple[bytes, ...], bytes]] = (),
 ) -> bytes:
-    """``keys``: (seconds after start, bytes to type); ``on_output``: (marker, bytes to type once
-    the marker has been written). Returns all output until the process exits (or ``timeout``,
+    """``keys``: (seconds after start, bytes to type); ``on_output``: (markers, bytes to type once
+    every marker has been written). Returns all output until the process exits (or ``timeout``,
     when it is killed)."""
     master, slave = pty.openpty()
     cols, rows = size
@@ -55,9 +55,9 @@ def run_in_pty(
                 if not chunk:
                     break
                 out += chunk
-                for marker, data in [w for w in waiting if w[0] in out]:
+                for markers, data in [w for w in waiting if all(m in out for m in w[0])]:
                     os.write(master, data)
-                    waiting.remove((marker, data))
+                    waiting.remove((markers, data))
             elif proc.poll() is not None and not pending:
                 break
     finally:

@@ -16,7 +16,7 @@ from carebox.ui.screens.dialogs import ConfirmScreen
 from carebox.ui.screens.inbox import InboxScreen
 from carebox.ui.screens.lock import LockScreen
 from carebox.ui.screens.patients import PatientFormScreen, PatientsScreen
-from tests.ui.helpers import PASSPHRASE
+from tests.ui.helpers import PASSPHRASE, settle
 from tests.ui.screen_text import screen_text
 
 SIZE = (120, 32)
@@ -230,6 +230,6 @@ async def test_lock_drops_the_directory_screen(session, make_app) -> None:
         assert isinstance(app.screen, LockScreen)
         app.screen.query_one(Input).value = PASSPHRASE
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await settle(app)
         await pilot.pause()
         assert isinstance(app.screen, InboxScreen)

@@ -52,7 +52,7 @@ def test_carebox_demo_builds_its_store_beside_the_ui_and_paints_the_inbox(tmp_pa
         [sys.executable, "-m", "carebox", "demo"],
         [],
         env={"CAREBOX_NOW": "2026-11-26T12:00:00+00:00", "TMPDIR": str(tmp_path)},
-        on_output=[(b"Whitfield", b"\x11")],  # the top of the demo queue; then ctrl+q
+        on_output=[((b"Whitfield", b"DEMO"), b"\x11")],  # the top of the demo queue, the status bar; ctrl+q
         timeout=60,
     )
     assert b"Whitfield" in out and b"DEMO" in out
