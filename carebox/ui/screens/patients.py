@@ -226,9 +226,7 @@ class PatientsScreen(Screen[None]):
         question = Text("Delete ")
         question.append_text(safe_line(patient.name, 60, style="bold"))
         question.append(" from the patient directory?")
-        detail = Text(
-            "Their conversations stay; their sender badge becomes 'unknown' until the address is on file again."
-        )
+        detail = Text("Their conversations stay; their sender badge no longer says 'verified' (it is checked again).")
         pid = patient.id
 
         def answered(yes: bool | None) -> None:
