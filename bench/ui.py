@@ -2,7 +2,7 @@
 
 For 10,000 and 100,000 generated messages (stores cached under bench/out/, built once with
 Store.add_messages in batches and one rethread), the real app runs in a pseudo-terminal
-(``python -m carebox.ui.ptycheck``):
+(``python -m carebox --config CFG open``, the command a physician types, with CAREBOX_NOW):
 
 * start: from spawning the process to the moment the top-ranked conversation's patient name
   has been written to the terminal (imports, unlocking the key, the ranked page, the paint);
@@ -13,7 +13,10 @@ Store.add_messages in batches and one rethread), the real app runs in a pseudo-t
 An in-process breakdown follows (import, unlock, ranked page, status, filter cache). Targets
 (issue 5): start under 1.5 s and key to next frame under 50 ms with 100,000 messages.
 
-    .venv/bin/python bench/ui.py [SIZES...]     (default: 10000 100000)
+    .venv/bin/python bench/ui.py [SIZES...] [demo]    (default: demo 10000 100000)
+
+``demo``: ``carebox demo`` (which builds its store from the bundled mailbox at every start) from
+spawning the process to its top patient's name on the terminal, 5 runs (issue 2: under 1.5 s).
 
 Prints figures only; no assertions.
 """
@@ -313,8 +316,11 @@ class Pty:
 
 
 def run_app(d: Path, marker: str, *, keychain: bool, keys: bool = True) -> dict[str, object]:
-    env = _env(keychain)
-    argv = [sys.executable, "-m", "carebox.ui.ptycheck", str(d), "--now", NOW.isoformat()]
+    env = {**_env(keychain), "CAREBOX_NOW": NOW.isoformat()}
+    # the real command a physician types (`carebox open`), on a config naming the bench's store
+    config = OUT / f"bench-{d.name}.toml"
+    config.write_text(f'[store]\npath = "{d}"\n[ui]\nauto_lock_minutes = 0\n')
+    argv = [sys.executable, "-m", "carebox", "--config", str(config), "open"]
     app = Pty(argv, env)
     try:
         seen = app.wait_for(marker.encode(), 30)
@@ -378,10 +384,39 @@ def _ms(values: list[float]) -> str:
     return f"median {statistics.median(vals):5.1f} ms, p95 {p95:5.1f} ms, max {vals[-1]:5.1f} ms"
 
 
+DEMO_NOW = "2026-11-26T12:00:00+00:00"
+DEMO_TOP = "Whitfield"  # the demo's most urgent patient at DEMO_NOW
+
+
+def run_demo() -> tuple[float, float]:
+    """(seconds to the first painted inbox of `carebox demo`, CPU seconds of the process and its
+    store-building child by then)."""
+    env = {**os.environ, "TERM": "xterm-256color", "CAREBOX_NOW": DEMO_NOW, "PYTHONPATH": str(ROOT)}
+    app = Pty([sys.executable, "-m", "carebox", "demo"], env)
+    try:
+        seen = app.wait_for(DEMO_TOP.encode(), 30)
+        start = (seen - app.started) if seen else float("nan")
+        try:
+            fields = Path(f"/proc/{app.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # with waited-for children
+        except OSError:
+            cpu = float("nan")
+    finally:
+        app.close()
+    return start, cpu
+
+
 def main(argv: list[str]) -> int:
-    sizes = [int(a) for a in argv] or [10_000, 100_000]
+    demo = "demo" in argv or not argv
+    sizes = [int(a) for a in argv if a != "demo"] or ([] if argv else [10_000, 100_000])
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"carebox UI benchmark (terminal {SIZE[0]}x{SIZE[1]}, CPython {sys.version.split()[0]})")
+    if demo:
+        runs = [run_demo() for _ in range(5)]
+        starts = sorted(r[0] for r in runs)
+        print(f"\ncarebox demo (builds its store each start): {', '.join(f'{x:.2f} s' for x, _ in runs)}"
+              f"  (median {starts[2]:.2f} s, best {starts[0]:.2f} s; target < 1.5 s)")  # fmt: skip
+        print(f"  CPU used by then, with the store-building child: {', '.join(f'{c:.2f} s' for _, c in runs)}")
     for n in sizes:
         print(f"\n{n:,} messages")
         d = build_store(n)
@@ -392,8 +427,9 @@ def main(argv: list[str]) -> int:
             runs = [run_app(store, name, keychain=keychain, keys=keychain and i == 0) for i in range(3)]
             starts = [float(r["start"]) for r in runs]  # type: ignore[arg-type]
             cpus = [float(r["start_cpu"]) for r in runs]  # type: ignore[arg-type]
+            mid = statistics.median(starts)
             print(f"  start to first painted inbox, {label}: {', '.join(f'{x:.2f} s' for x in starts)}"
-                  f"  (best {min(starts):.2f} s; target < 1.5 s)")  # fmt: skip
+                  f"  (median {mid:.2f} s, best {min(starts):.2f} s; target < 1.5 s)")  # fmt: skip
             print(f"    CPU used by then: {', '.join(f'{x:.2f} s' for x in cpus)} (wall minus CPU = waiting"
                   " for the CPU or the disk)")  # fmt: skip
             if keychain:

@@ -240,3 +240,10 @@ def test_a_demo_build_failing_in_its_child_process_is_one_line(tmp_path: Path, m
     with pytest.raises(cli.UserError) as caught:
         cli._build_demo_beside_ui_import(tmp_path)
     assert str(caught.value) == "the demo store could not be built (FileExistsError)"
+
+
+def test_a_failed_open_leaves_the_garbage_collector_on(config: Path, capsys) -> None:
+    import gc
+
+    assert run(capsys, "--config", str(config), "open")[0] == 1  # no store: fails after holding the collector
+    assert gc.isenabled()
