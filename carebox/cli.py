@@ -94,14 +94,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
             finally:
                 session.close()
             return EXIT_OK
-        _build_demo_beside_ui_import(root)
-        from carebox.services.demo import open_demo
+        wait = _build_demo_beside_ui_import(root)
+        from carebox.services.demo import demo_session, open_demo_store
 
-        session = open_demo(root, keep=args.keep)
+        session = demo_session(root)
+        prepare = None
+        if wait is None:
+            open_demo_store(session)
+        else:  # the app starts now; its inbox shows when the child has built the store
+
+            def prepare() -> None:
+                wait()
+                open_demo_store(session)
+
         try:
-            return _run_ui(session)
+            return _run_ui(session, prepare)
         finally:
-            session.close()
+            if wait is not None:  # quit before the store was ready: the child finishes first
+                with contextlib.suppress(UserError):
+                    wait()
+            if session.store is not None:
+                session.close()
+            if args.keep:
+                print(f"demo store kept at {session.config.store_dir()}")
     finally:
         if not args.keep:
             import shutil
@@ -109,17 +124,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _build_demo_beside_ui_import(root: Path) -> None:
-    """Build the demo store in a child process while this one imports the UI: the two take about
-    the same CPU time and the machine has at least two cores, so the inbox is painted sooner.
-    Where fork is missing (or threads already run), the store is built here first."""
+def _build_demo_beside_ui_import(root: Path) -> Callable[[], None] | None:
+    """Build the demo store in a child process while this one imports the UI and starts the app
+    (the machine has at least two cores: the inbox is painted sooner). Returns the function that
+    waits for the child (raising UserError in one line if the build failed), or None when the
+    store was built here (where fork is missing, or threads already run)."""
     import threading
 
     if not hasattr(os, "fork") or threading.active_count() > 1:
         from carebox.services.demo import build_demo_store
 
         build_demo_store(root, _now())
-        return
+        return None
     now = _now()
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -137,22 +153,37 @@ def _build_demo_beside_ui_import(root: Path) -> None:
         finally:
             os._exit(code)
     os.close(write_end)
+
+    done: list[str] = []  # the child's problem once waited for ("" when it went well)
+    waiting = threading.Lock()
+
+    def wait() -> None:
+        with waiting:  # once, whoever asks first (the app's thread, or cmd_demo at exit)
+            if not done:
+                _, status = os.waitpid(pid, 0)
+                with os.fdopen(read_end, "rb") as pipe:
+                    problem = pipe.read().decode("utf-8", "replace")
+                ok = os.waitstatus_to_exitcode(status) == 0
+                done.append("" if ok else problem or "the demo store could not be built (its process was stopped)")
+        if done[0]:
+            raise UserError(done[0])
+
     try:
         import carebox.ui.app  # noqa: F401 - the import itself is the point: it overlaps the build
-    finally:
-        _, status = os.waitpid(pid, 0)
-        with os.fdopen(read_end, "rb") as pipe:
-            problem = pipe.read().decode("utf-8", "replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise UserError(problem or "the demo store could not be built (its process was stopped)")
+    except BaseException:
+        wait()
+        raise
+    return wait
 
 
-def _run_ui(session: Any) -> int:
+def _run_ui(session: Any, prepare: Callable[[], None] | None = None) -> int:
     from carebox.ui.app import CareboxApp
 
     _release_gc()
-    app = CareboxApp(session, clock=_now)
+    app = CareboxApp(session, clock=_now, prepare=prepare)
     app.run()
+    if app.prepare_error is not None:
+        raise app.prepare_error
     return EXIT_OK
 
 

@@ -237,8 +237,10 @@ def test_a_demo_build_failing_in_its_child_process_is_one_line(tmp_path: Path, m
 
     monkeypatch.setattr(threading, "active_count", lambda: 1)  # take the fork path under pytest too
     (tmp_path / "store").write_text("a file where the store's folder goes")
+    wait = cli._build_demo_beside_ui_import(tmp_path)
+    assert wait is not None
     with pytest.raises(cli.UserError) as caught:
-        cli._build_demo_beside_ui_import(tmp_path)
+        wait()
     assert str(caught.value) == "the demo store could not be built (FileExistsError)"
 
 

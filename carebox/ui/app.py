@@ -67,9 +67,17 @@ class CareboxApp(App[None]):
         run_editor: Callable[[list[str]], int] | None = None,
         page_size: int = PAGE,
         background_sync: bool = True,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
+        """``prepare``: work that must finish before the inbox can show (``carebox demo`` waits
+        there for its store, built by another process): it runs in a thread while the app starts,
+        with only quitting possible meanwhile; if it raises, the app exits and ``prepare_error``
+        holds the exception."""
         super().__init__()
         self.session = session
+        self._prepare = prepare
+        self.preparing = prepare is not None
+        self.prepare_error: BaseException | None = None
         self.clock = clock or (lambda: datetime.now(UTC))
         self.undo_seconds = undo_seconds
         self.idle_clock = idle_clock
@@ -134,6 +142,35 @@ class CareboxApp(App[None]):
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
+        if self._prepare is not None:
+            from textual.widgets import Static
+
+            self.mount(Static(Text(" Preparing the mailbox..."), id="preparing"))
+            self.run_worker(self._run_prepare, thread=True, group="prepare")
+            return
+        self._start()
+
+    def _run_prepare(self) -> None:
+        try:
+            self._prepare()  # type: ignore[misc]
+        except BaseException as exc:  # shown by the caller in one line, after the app has exited
+            self.prepare_error = exc
+            self.call_from_thread(self.exit, None, 1)
+            return
+        self.call_from_thread(self._prepared)
+
+    def _prepared(self) -> None:
+        self.preparing = False
+        with contextlib.suppress(Exception):
+            self.query_one("#preparing").remove()
+        self._start()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.preparing:  # nothing to act on yet: only quitting
+            return action == "quit"
+        return True
+
+    def _start(self) -> None:
         inbox_screen = InboxScreen(page_size=self.page_size)
         self.push_screen(inbox_screen)
         # after the inbox's first frame (a callback queued on the screen that is current then);
