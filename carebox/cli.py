@@ -204,7 +204,8 @@ def _open_for_ui(args: argparse.Namespace) -> Any:
     config = _config(args)
     from carebox.store.keys import key_info
 
-    info = key_info(config.store_dir().expanduser())
+    directory = config.store_dir().expanduser()
+    info = key_info(directory)
     scripted = bool(os.environ.get("CAREBOX_PASSPHRASE") or os.environ.get("CAREBOX_PASSCOMMAND"))
     if info is None or (info.holder == "passphrase" and not info.demo and not scripted):
         from carebox.services.session import open_session
@@ -212,24 +213,25 @@ def _open_for_ui(args: argparse.Namespace) -> Any:
         return open_session(config, ask=_ask)
     import threading
 
+    from carebox.store.keys import unlock_data_key  # (cryptography only: the thread imports nothing more)
+
     box: dict[str, Any] = {}
 
     def unlock() -> None:
         try:
-            from carebox.services.session import open_session
-
-            box["session"] = open_session(config)
+            box["key"] = unlock_data_key(directory)
         except BaseException as exc:  # re-raised below, in the main thread
             box["error"] = exc
 
     worker = threading.Thread(target=unlock, name="carebox-unlock", daemon=True)
     worker.start()
     import carebox.ui.app  # noqa: F401 - the import itself is the point: it overlaps the unlock
+    from carebox.services.session import open_session
 
     worker.join()
     if "error" in box:
         raise box["error"]
-    return box["session"]
+    return open_session(config, store_dir=directory, data_key=box.pop("key"))
 
 
 def cmd_import(args: argparse.Namespace) -> int:

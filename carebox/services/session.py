@@ -54,10 +54,17 @@ def _new_passphrase(ask: Ask | None) -> str:
 
 
 def open_session(
-    config: Config, *, ask: Ask | None = None, create: bool = False, store_dir: Path | None = None
+    config: Config,
+    *,
+    ask: Ask | None = None,
+    create: bool = False,
+    store_dir: Path | None = None,
+    data_key: bytes | None = None,
 ) -> Session:
     """Unlock and open the store named by the config. With ``create`` a missing store is made
-    (its key goes to the keychain, or is wrapped by a passphrase where there is none)."""
+    (its key goes to the keychain, or is wrapped by a passphrase where there is none).
+    ``data_key``: the store's key, already unlocked (``carebox open`` unwraps it beside the UI's
+    imports); a wrong one fails on the first value read."""
     directory = (store_dir or config.store_dir()).expanduser()
     info = key_info(directory)
     if info is None:
@@ -69,7 +76,7 @@ def open_session(
             data_key = create_data_key(directory, use_keychain=True)
         else:
             data_key = create_data_key(directory, passphrase=_new_passphrase(ask), use_keychain=False)
-    else:
+    elif data_key is None:
         data_key = unlock_data_key(directory, ask)
     store = Store.open(directory, Cipher(data_key), professional=config.professional_address, create=True)
     policy = policy_from_config(config.policy)
