@@ -58,11 +58,12 @@ def only_thread(store: Store) -> str:
 def pdf_text(data: bytes) -> bytes:
     """The decompressed content streams of a PDF written with a core font."""
     out = b""
-    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
-        try:
-            out += zlib.decompress(m.group(1))
-        except zlib.error:
-            out += m.group(1)
+    for m in re.finditer(rb"(?<!end)stream\r?\n", data):
+        rest = data[m.end() :]
+        try:  # the zlib stream ends by itself: no guessing where its bytes stop (one may be a CR)
+            out += zlib.decompressobj().decompress(rest)
+        except zlib.error:  # not compressed
+            out += rest[: rest.find(b"endstream")]
     return out
 
 
