@@ -278,6 +278,12 @@ def _warm() -> int:
     return os.getpid()
 
 
+def _import(module: str) -> None:
+    import importlib
+
+    importlib.import_module(module)
+
+
 class MessageParser:
     """Parses batches of raw messages without blocking the event loop.
 
@@ -313,6 +319,16 @@ class MessageParser:
         pool = self._get_pool()
         for _ in range(self.workers):
             pool.submit(_warm)
+
+    def preload(self, module: str) -> None:
+        """Let the started worker processes import ``module`` between batches (it is needed later)."""
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.submit(_import, module).add_done_callback(lambda f: f.exception())
+
+    def executor(self) -> ProcessPoolExecutor | None:
+        """The worker processes, when this sync started them (threading lends them work too)."""
+        return self._pool
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -578,6 +594,10 @@ class _SyncRun:
             return  # nothing to do: do not even load the safety inspector's patient directory
         if self._inspectors is None:
             self._inspectors = _inspectors(self.session)
+            pool = self.parser.executor()
+            for inspector in self._inspectors:
+                if pool is not None and hasattr(inspector, "executor"):
+                    inspector.executor = pool  # a big refresh shares the checks with the workers
         ids = rethread(self.store, self.session.policy, self._inspectors)
         self._touched |= ids
         stale = sorted(self._stale_threads - ids)
@@ -757,6 +777,8 @@ class _SyncRun:
             await self.db(self._store_batch, name, role, uv, batch, parsed, fr, claims)
             if self._drain is not None:
                 self._drain.poke()
+            if use_pool and not done:
+                self.parser.preload("carebox.services.safety_checks")  # threading lends the workers its checks
             done += len(batch)
             self._tell("downloading", name, done, total)
 

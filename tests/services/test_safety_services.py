@@ -460,3 +460,58 @@ def test_prefetch_reads_ahead_in_windows_with_the_same_answers(
     calls.clear()
     assert {tid: ahead(store, tid, refs, {}) for tid, refs in by_thread.items()} == expected
     assert calls == []  # the same messages again: answered from memory
+
+
+def test_worker_processes_share_a_big_refresh_with_the_same_answers(
+    directory: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+    from concurrent.futures import Executor, ProcessPoolExecutor
+
+    from carebox.services import safety as service
+    from carebox.services.safety_checks import SafetyChecks
+
+    store = directory
+    senders = [ANNA, OLAF, OLD, Address("Stranger", "who@else.example"), Address("Anna Berg", "anna@rnail.example")]
+    bodies = ["I have chest pain", "renew my prescription", "hello", "are my blood test results back?", "thanks"]
+    for i in range(60):
+        add(store, f"p{i}@x", senders[i % 5], bodies[i % 5] + f" ({i})", hours=-i)
+        if i % 3 == 0:
+            store.add_messages(
+                "INBOX", [message(f"a{i}@x", sender=DOC, to=senders[i % 5], hours=-i + 0.5, in_reply_to=f"p{i}@x")]
+            )
+        if i % 4 == 1:  # a second unanswered message in some threads
+            add(store, f"q{i}@x", senders[i % 5], "it got worse, chest pain", hours=-i + 0.2, in_reply_to=f"p{i}@x")
+    rethread(store, POLICY)
+    by_thread = _threads(store)
+    plain = service.safety_inspector(store, CONFIG, NOW)
+    expected = {tid: plain(store, tid, refs, {}) for tid, refs in by_thread.items()}
+
+    here: list[int] = []
+    real_answer = SafetyChecks.answer
+
+    def counting(self: SafetyChecks, msgs: object, pending: bool) -> dict:
+        here.append(1)
+        return real_answer(self, msgs, pending)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SafetyChecks, "answer", counting)  # only in this process, not in the worker
+    monkeypatch.setattr(service, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(service, "PREFETCH_MESSAGES", 8)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        shared = service.safety_inspector(store, CONFIG, NOW)
+        shared.executor = pool
+        shared.prefetch(store, by_thread)
+        answered_here = len(here)
+        got = {tid: shared(store, tid, refs, {}) for tid, refs in by_thread.items()}
+    assert got == expected
+    assert 0 < answered_here < len(by_thread)  # both sides answered some threads
+    assert len(here) == answered_here  # everything was answered during prefetch
+
+    class Broken(Executor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    fallback = service.safety_inspector(store, CONFIG, NOW)
+    fallback.executor = Broken()
+    fallback.prefetch(store, by_thread)
+    assert {tid: fallback(store, tid, refs, {}) for tid, refs in by_thread.items()} == expected
