@@ -201,6 +201,7 @@ class SafetyInspector:
         flight: list[tuple[Any, list[tuple[tuple[tuple[str, ...], bool], list[StoredMessage]]]]] = []
 
         def collect(block: bool) -> None:
+            nonlocal flight
             while flight and (block or flight[0][0].done()):
                 fut, items = flight.pop(0)
                 block = False
@@ -229,6 +230,13 @@ class SafetyInspector:
                     self._keep(key, len(msgs), self.checks.answer(msgs, key[1]))
                 collect(block=False)
             else:
+                # nothing left to take: windows still queued for a (busy) worker are answered
+                # here rather than waited for; then the one it is working on is awaited
+                waiting = [f for f in flight if f[0].cancel()]
+                flight = [f for f in flight if f not in waiting]
+                for _, items in waiting:
+                    for key, msgs in items:
+                        self._keep(key, len(msgs), self.checks.answer(msgs, key[1]))
                 collect(block=True)
 
     def _messages(self, store: Store, key: tuple[tuple[str, ...], bool]) -> list[StoredMessage]:
