@@ -867,7 +867,10 @@ class Store:
 
 def _driver_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
+        value = value.astimezone(UTC)
+        if value.year >= 1000:  # the same text as the strftime below, at a third of its cost
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
     return value
 
 
