@@ -598,7 +598,7 @@ class _SyncRun:
             for inspector in self._inspectors:
                 if pool is not None and hasattr(inspector, "executor"):
                     inspector.executor = pool  # a big refresh shares the checks with the workers
-        ids = rethread(self.store, self.session.policy, self._inspectors)
+        ids = rethread(self.store, self.session.policy, self._inspectors, overlap=True)
         self._touched |= ids
         stale = sorted(self._stale_threads - ids)
         self._stale_threads.clear()

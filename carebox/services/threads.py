@@ -17,6 +17,7 @@ from carebox.domain.threading import assign_thread_ids, thread_groups
 from carebox.store.store import Store, ThreadFacts, new_id
 
 POLICY_META = "policy_fingerprint"
+OVERLAP_MIN = 500  # messages to (re)assign before rethread(overlap=True) writes them beside the summaries
 
 # Thread-level checks (urgency, sender status, scope) plug in here: a function that looks at a
 # thread's decrypted heads and returns extra clear columns for its row.
@@ -46,9 +47,15 @@ def policy_fingerprint(policy: Policy) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def rethread(store: Store, policy: Policy, inspectors: Iterable[ThreadInspector] = ()) -> set[str]:
+def rethread(
+    store: Store, policy: Policy, inspectors: Iterable[ThreadInspector] = (), *, overlap: bool = False
+) -> set[str]:
     """Give every unthreaded message a thread, merging threads it links, and refresh the
-    summaries of all threads touched. Returns the ids of the threads now holding them."""
+    summaries of all threads touched. Returns the ids of the threads now holding them.
+
+    With ``overlap`` the messages' thread ids are written by a second connection while the
+    summaries (and inspectors) are computed, and committed before the summaries are written
+    (the same two transactions in the same order; SQLite does the big UPDATE without the GIL)."""
     new_refs = store.unthreaded_refs()
     if not new_refs:
         return set()
@@ -71,13 +78,23 @@ def rethread(store: Store, policy: Policy, inspectors: Iterable[ThreadInspector]
     groups = thread_groups(refs)
     assignment = assign_thread_ids(groups, existing, new_id)
     changed = {k: t for k, t in assignment.items() if existing.get(k) != t}
-    store.assign_threads(changed)
     now_ids = set(assignment.values())
     gone = linked - now_ids
     by_thread: dict[str, list[MessageRef]] = {}
     for ref in refs:
         by_thread.setdefault(assignment[ref.key], []).append(ref)
-    refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors)
+    if not overlap or len(changed) < OVERLAP_MIN:
+        store.assign_threads(changed)
+        refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors)
+        return now_ids
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carebox-assign") as pool:
+        assigned = pool.submit(store.assign_threads, changed)
+        try:
+            refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors, before_write=assigned.result)
+        finally:
+            assigned.result()  # never leave the UPDATE running (or its failure unseen)
     return now_ids
 
 
@@ -89,8 +106,10 @@ def refresh_threads(
     thread_ids: Iterable[str] = (),
     remove: Iterable[str] = (),
     inspectors: Iterable[ThreadInspector] = (),
+    before_write: Callable[[], object] | None = None,
 ) -> None:
-    """Recompute the summary rows of the given threads (from refs or by id)."""
+    """Recompute the summary rows of the given threads (from refs or by id). ``before_write`` is
+    called just before the rows are written (rethread's overlap waits there for its UPDATE)."""
     if by_thread is None:
         by_thread = {}
     wanted = [t for t in thread_ids if t not in by_thread]
@@ -150,6 +169,8 @@ def refresh_threads(
             summary = summarize(refs, policy, f.tag, row["category"], tagged_at=f.tagged_at)
             row.update(state=summary.state.value, waiting_since=summary.waiting_since, due_at=summary.due_at)
         rows.append(row)
+    if before_write is not None:
+        before_write()
     store.write_threads(rows, remove=remove)
 
 

@@ -515,3 +515,59 @@ def test_worker_processes_share_a_big_refresh_with_the_same_answers(
     fallback.executor = Broken()
     fallback.prefetch(store, by_thread)
     assert {tid: fallback(store, tid, refs, {}) for tid, refs in by_thread.items()} == expected
+
+
+def test_rethread_overlap_writes_the_same_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from carebox.services import threads as threads_service
+
+    monkeypatch.setattr(threads_service, "OVERLAP_MIN", 5)
+    senders = [ANNA, OLAF, OLD, Address("Stranger", "who@else.example")]
+
+    def fill(store: Store) -> None:
+        for i in range(30):
+            add(store, f"p{i}@x", senders[i % 4], "I have chest pain" if i % 5 == 0 else f"question {i}", hours=-i)
+            if i % 3 == 0:
+                add(store, f"r{i}@x", senders[i % 4], "and more", hours=-i + 0.1, in_reply_to=f"p{i}@x")
+
+    def snapshot(d: Path) -> list[tuple]:
+        conn = sqlite3.connect(d / "carebox.db")
+        try:
+            members: dict[str, list] = {}
+            for tid, date in conn.execute("SELECT thread_id, date FROM message"):
+                members.setdefault(tid, []).append(date)  # unique per message here
+            assert None not in members
+            return sorted(
+                (tuple(sorted(members[r[0]])), repr(r[1:]))
+                for r in conn.execute("SELECT id, urgent, sender_status, suggested_tag, state, due_at FROM thread")
+            )
+        finally:
+            conn.close()
+
+    def run(overlap: bool) -> list[tuple]:
+        d = tmp_path / f"s{overlap}"
+        store = Store.open(d, Cipher(b"s" * 32), professional=DOCTOR, create=True)
+        try:
+            fill(store)
+            events: list[str] = []
+            real_assign, real_write = store.assign_threads, store.write_threads
+
+            def assign(a: dict) -> None:
+                real_assign(a)
+                events.append("assigned")
+
+            def write(*a: object, **k: object) -> None:
+                events.append("write")
+                real_write(*a, **k)  # type: ignore[arg-type]
+
+            store.assign_threads = assign  # type: ignore[method-assign]
+            store.write_threads = write  # type: ignore[method-assign]
+            ids = rethread(store, POLICY, [safety_inspector(store, CONFIG, NOW)], overlap=overlap)
+            assert events == ["assigned", "write"]  # the UPDATE is committed before the summaries
+            assert len(ids) == 30
+        finally:
+            store.close()
+        return snapshot(d)
+
+    assert run(False) == run(True)
