@@ -209,3 +209,32 @@ def test_connections_keep_temporary_data_in_memory_and_wipe_deleted_rows(tmp_pat
         assert conn.execute(text("PRAGMA secure_delete")).scalar() == 1
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     store.close()
+
+
+def test_new_stores_use_16k_pages_and_existing_ones_keep_theirs(tmp_path: Path) -> None:
+    from carebox.store.store import PAGE_SIZE
+
+    def page_size(d: Path) -> int:
+        conn = sqlite3.connect(d / DB_FILE)
+        try:
+            return int(conn.execute("PRAGMA page_size").fetchone()[0])
+        finally:
+            conn.close()
+
+    open_store(tmp_path / "new").close()
+    assert page_size(tmp_path / "new") == PAGE_SIZE == 16384
+
+    old = tmp_path / "old"
+    old.mkdir()
+    conn = sqlite3.connect(old / DB_FILE)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE early (x)")
+    conn.close()
+    store = open_store(old)
+    try:
+        store.add_messages("INBOX", [message("a@x", sender=DOC, to=DOC, body="kept")])
+        assert store.message_count() == 1
+    finally:
+        store.close()
+    assert page_size(old) == 4096
