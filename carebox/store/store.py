@@ -66,6 +66,7 @@ class NewMessage:
     internal_date: datetime | None = None
     source: str = ""
     modseq: int | None = None
+    thread_id: str | None = None  # a provisional thread (sync: see services.threads.ProvisionalThreads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +416,7 @@ class Store:
                         outgoing,
                         p.malformed,
                         False,
-                        None,
+                        it.thread_id,
                         added_at,
                         seal("message", "raw", mid, it.raw),
                         seal("message", "message_id", mid, p.message_id),
@@ -426,7 +427,7 @@ class Store:
                         seal("message", "extra", mid, json.dumps(extra)),
                     )
                 )
-                for pos, ref in enumerate(_parent_ids(p)):
+                for pos, ref in enumerate(parent_ids(p)):
                     parents.append((mid, pos, self.token("msgid", ref)))
                 for pos, att in enumerate(p.attachments):
                     aid = new_id()
@@ -502,6 +503,40 @@ class Store:
 
     def unthreaded_refs(self) -> list[MessageRef]:
         return self._refs(T.Message.thread_id.is_(None))  # type: ignore[union-attr]
+
+    def last_message_rowid(self) -> int:
+        """The SQLite rowid of the newest message row (0 when none): rows added later have larger ones."""
+        with self.engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM message").scalar_one())
+
+    def threads_with_rows_upto(self, thread_ids: Iterable[str], rowid: int) -> set[str]:
+        """Those of ``thread_ids`` that hold a message added at or before ``rowid``."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(thread_ids), 900):
+                marks = ", ".join("?" * len(chunk))
+                found.update(
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        f"SELECT DISTINCT thread_id FROM message WHERE thread_id IN ({marks}) AND rowid <= ?",  # noqa: S608
+                        (*chunk, rowid),
+                    )
+                )
+        return found
+
+    def threaded_refs_after(self, rowid: int) -> tuple[list[MessageRef], dict[str, str]]:
+        """Refs of the messages added after ``rowid`` that have a thread id, and those ids."""
+        with self.engine.connect() as conn:
+            current = {
+                mid: tid
+                for mid, tid in conn.exec_driver_sql(
+                    "SELECT id, thread_id FROM message WHERE rowid > ? AND thread_id IS NOT NULL", (rowid,)
+                )
+            }
+        out: list[MessageRef] = []
+        for chunk in _chunks(list(current), 900):
+            out.extend(self._refs(T.Message.id.in_(chunk)))  # type: ignore[attr-defined]
+        return out, current
 
     def refs_of_threads(self, thread_ids: Iterable[str]) -> list[MessageRef]:
         out: list[MessageRef] = []
@@ -919,7 +954,8 @@ def _content_key(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _parent_ids(p: ParsedMessage) -> list[str]:
+def parent_ids(p: ParsedMessage) -> list[str]:
+    """The parent Message-IDs of a message as threading links them: References then In-Reply-To, once each."""
     seen: set[str] = set()
     out: list[str] = []
     for ref in (*p.references, *p.in_reply_to):
