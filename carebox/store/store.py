@@ -525,18 +525,35 @@ class Store:
         return found
 
     def threaded_refs_after(self, rowid: int) -> tuple[list[MessageRef], dict[str, str]]:
-        """Refs of the messages added after ``rowid`` that have a thread id, and those ids."""
+        """Refs of the messages added after ``rowid`` that have a thread id, and those ids (what
+        ``_refs`` reads, in two plain queries: a download's rows are many)."""
         with self.engine.connect() as conn:
-            current = {
-                mid: tid
-                for mid, tid in conn.exec_driver_sql(
-                    "SELECT id, thread_id FROM message WHERE rowid > ? AND thread_id IS NOT NULL", (rowid,)
-                )
-            }
-        out: list[MessageRef] = []
-        for chunk in _chunks(list(current), 900):
-            out.extend(self._refs(T.Message.id.in_(chunk)))  # type: ignore[attr-defined]
-        return out, current
+            rows = conn.exec_driver_sql(
+                "SELECT m.id, m.msgid_token, m.subject_token, m.counterpart_token, m.date, m.outgoing, "
+                "m.reply_prefix, m.thread_id FROM message m WHERE m.rowid > ? AND m.thread_id IS NOT NULL",
+                (rowid,),
+            ).all()
+            parents: dict[str, list[tuple[int, str]]] = {}
+            for mid, pos, tok in conn.exec_driver_sql(
+                "SELECT p.message_id, p.position, p.token FROM message_parent p "
+                "JOIN message m ON m.id = p.message_id WHERE m.rowid > ? AND m.thread_id IS NOT NULL",
+                (rowid,),
+            ):
+                parents.setdefault(mid, []).append((pos, tok))
+        refs = [
+            MessageRef(
+                key=r[0],
+                message_id=r[1],
+                parents=tuple(t for _, t in sorted(parents.get(r[0], ()))),
+                subject_key=r[2],
+                counterpart=r[3],
+                date=_stored_time(r[4]),
+                outgoing=bool(r[5]),
+                reply_prefix=bool(r[6]),
+            )
+            for r in rows
+        ]
+        return refs, {r[0]: r[7] for r in rows}
 
     def refs_of_threads(self, thread_ids: Iterable[str]) -> list[MessageRef]:
         out: list[MessageRef] = []
@@ -933,6 +950,13 @@ _MESSAGE_COLS = (
     "body_enc",
     "extra_enc",
 )
+
+
+def _stored_time(value: Any) -> datetime:
+    """A stored datetime column read through the driver, as the typed column gives it (aware UTC)."""
+    if isinstance(value, datetime):
+        return utc(value)  # type: ignore[return-value]
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _insert_sql(table: str, cols: Sequence[str]) -> str:
