@@ -182,6 +182,21 @@ class SafetyInspector:
         if n_msgs == len(key[0]) and len(self._answers) < 200_000:
             self._answers[key] = out
 
+    def directory_changed(self, store: Store) -> bool:
+        """Whether the patient directory in the store differs from the one this inspector read."""
+        return self._patients is None or patient_store.all_patients(store) != self._patients
+
+    def warm(self, executor: Executor) -> None:
+        """Let the worker processes build these checks now (while a download runs), not when the
+        first shared window reaches them."""
+        from carebox.services.safety_checks import warm_worker
+
+        self.executor = executor
+        try:
+            executor.submit(warm_worker, *self._worker_state()).add_done_callback(lambda f: f.exception())
+        except Exception:  # a pool shut down or broken: the refresh falls back by itself
+            return
+
     def _worker_state(self) -> tuple[str, bytes]:
         if self._state is None:
             import pickle

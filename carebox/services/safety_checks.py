@@ -190,9 +190,9 @@ class SafetyChecks:
 _WORKER_CHECKS: dict[str, SafetyChecks] = {}  # in a worker process: the checks of the current state
 
 
-def evaluate_window(state_id: str, state: bytes, items: list[tuple[bool, list[CheckMessage]]]) -> list[dict[str, Any]]:
-    """In a worker process: the answers for a window of threads ((pending, messages) each), from
-    checks built from the same patients (in the same order), settings and clock as the parent's."""
+def worker_checks(state_id: str, state: bytes) -> SafetyChecks:
+    """In a worker process: checks built from the same patients (in the same order), settings and
+    clock as the parent's inspector (``SafetyInspector.worker_state``), built once per state."""
     checks = _WORKER_CHECKS.get(state_id)
     if checks is None:
         import pickle
@@ -201,4 +201,15 @@ def evaluate_window(state_id: str, state: bytes, items: list[tuple[bool, list[Ch
         checks = SafetyChecks(PatientDirectory(patients), settings, now)
         _WORKER_CHECKS.clear()
         _WORKER_CHECKS[state_id] = checks
+    return checks
+
+
+def warm_worker(state_id: str, state: bytes) -> None:
+    """Build the checks in a worker process ahead of time (their pattern analysis takes a while)."""
+    worker_checks(state_id, state)
+
+
+def evaluate_window(state_id: str, state: bytes, items: list[tuple[bool, list[CheckMessage]]]) -> list[dict[str, Any]]:
+    """In a worker process: the answers for a window of threads ((pending, messages) each)."""
+    checks = worker_checks(state_id, state)
     return [checks.answer(msgs, pending) for pending, msgs in items]

@@ -282,12 +282,6 @@ def _warm() -> int:
     return os.getpid()
 
 
-def _import(module: str) -> None:
-    import importlib
-
-    importlib.import_module(module)
-
-
 class MessageParser:
     """Parses batches of raw messages without blocking the event loop.
 
@@ -323,12 +317,6 @@ class MessageParser:
         pool = self._get_pool()
         for _ in range(self.workers):
             pool.submit(_warm)
-
-    def preload(self, module: str) -> None:
-        """Let the started worker processes import ``module`` between batches (it is needed later)."""
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                self._pool.submit(_import, module).add_done_callback(lambda f: f.exception())
 
     def executor(self) -> ProcessPoolExecutor | None:
         """The worker processes, when this sync started them (threading lends them work too)."""
@@ -607,12 +595,14 @@ class _SyncRun:
         after = threads_pending_after(self.store)
         if not self._stale_threads and after is None and not unthreaded_count(self.store):
             return  # nothing to do: do not even load the safety inspector's patient directory
-        if self._inspectors is None:
+        if self._inspectors is None or any(
+            getattr(i, "directory_changed", lambda store: False)(self.store) for i in self._inspectors
+        ):  # made during the download (_warm_checks): the patient directory must not have changed since
             self._inspectors = _inspectors(self.session)
-            pool = self.parser.executor()
-            for inspector in self._inspectors:
-                if pool is not None and hasattr(inspector, "executor"):
-                    inspector.executor = pool  # a big refresh shares the checks with the workers
+        pool = self.parser.executor()
+        for inspector in self._inspectors:
+            if pool is not None and hasattr(inspector, "executor"):
+                inspector.executor = pool  # a big refresh shares the checks with the workers
         ids = rethread(self.store, self.session.policy, self._inspectors, overlap=True, after=after)
         if after is not None:  # every provisional thread is final and summarised now
             self.store.set_meta(THREADS_PENDING_META, "")
@@ -795,7 +785,7 @@ class _SyncRun:
             if self._drain is not None:
                 self._drain.poke()
             if use_pool and not done:
-                self.parser.preload("carebox.services.safety_checks")  # threading lends the workers its checks
+                await self.db(self._warm_checks)  # threading lends the workers its checks
             done += len(batch)
             self._tell("downloading", name, done, total)
 
@@ -821,6 +811,18 @@ class _SyncRun:
             while not queue.empty():
                 _, fut = queue.get_nowait()
                 fut.cancel()
+
+    def _warm_checks(self) -> None:
+        """Make this pass's inspectors now and let the parse workers build their checks between
+        batches (they wait for the store thread about half the time of a download)."""
+        pool = self.parser.executor()
+        if pool is None:
+            return
+        if self._inspectors is None:
+            self._inspectors = _inspectors(self.session)
+        for inspector in self._inspectors:
+            if hasattr(inspector, "warm"):
+                inspector.warm(pool)
 
     def _mark_provisional(self) -> None:
         """Before the first row with a provisional thread id: note where they start (a crash

@@ -571,3 +571,12 @@ def test_rethread_overlap_writes_the_same_threads(tmp_path: Path, monkeypatch: p
         return snapshot(d)
 
     assert run(False) == run(True)
+
+
+def test_an_inspector_knows_when_the_directory_changed_under_it(directory: Store) -> None:
+    store = directory
+    inspector = safety_inspector(store, CONFIG, NOW)
+    assert not inspector.directory_changed(store)
+    save_patient(store, make_patient("New Patient", "new@mail.example"), now=NOW)
+    assert inspector.directory_changed(store)
+    assert not safety_inspector(store, CONFIG, NOW).directory_changed(store)
