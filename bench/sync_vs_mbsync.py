@@ -221,23 +221,47 @@ class Run:
     out: str
     cpu: float  # CPU seconds of the command and its children
     machine: float  # CPU seconds the whole machine was busy meanwhile (the server and other programs too)
+    phases: dict[str, float] | None = None  # carebox: start, download, threading+exit (from its progress lines)
 
     def note(self) -> str:
         return f"cpu {self.cpu:.1f} s, machine busy {self.machine:.1f} cpu-s"
 
 
 def timed_run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    """Runs ``cmd`` to its end; the time each stdout line arrived splits a carebox sync into phases:
+    start (process start, key, store, login, until "downloading N messages"), download (until the
+    last "N of N"), then threading, safety checks and exit."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy = _machine_cpu()
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=1800)
-    elapsed = time.perf_counter() - started
-    busy = _machine_cpu() - busy
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
+    with tempfile.TemporaryFile(mode="w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=cwd)
+        assert proc.stdout is not None
+        lines: list[tuple[float, str]] = [(time.perf_counter() - started, line) for line in proc.stdout]
+        rc = proc.wait(timeout=1800)
+        elapsed = time.perf_counter() - started
+        busy = _machine_cpu() - busy
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if rc != 0:
+            err.seek(0)
+            raise RuntimeError(f"{cmd[0]} failed ({rc}): {err.read().strip()[-600:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(elapsed, proc.stdout.strip(), cpu, busy)
+    phases = None
+    begun = [t for t, line in lines if " downloading " in line]
+    ended = [t for t, line in lines if " of " in line and line.split(": ", 1)[-1].split(" of ")[0].strip().isdigit()]
+    if begun and ended:
+        phases = {"start": begun[0], "download": ended[-1] - begun[0], "threading+exit": elapsed - ended[-1]}
+    return Run(elapsed, "".join(line for _, line in lines).strip(), cpu, busy, phases)
+
+
+def phases_text(runs: list[Run]) -> str:
+    with_phases = [r.phases for r in runs if r.phases]
+    if not with_phases:
+        return ""
+    names = list(with_phases[0])
+    return "  phases (medians): " + ", ".join(
+        f"{n} {statistics.median(p[n] for p in with_phases):.2f} s" for n in names
+    )
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, str]:
@@ -383,6 +407,8 @@ def main() -> int:
             f"carebox initial sync:        {results['carebox initial']:6.2f} s   {runs[-1].out.splitlines()[-1]}\n"
             f"  ({runs_text(runs)})"
         )
+        if phases_text(runs):
+            print(phases_text(runs))
         cmd = [sys.executable, "-m", "carebox", "--config", str(cfg), "sync"]
         times = []
         for _ in range(max(1, args.runs)):
@@ -420,6 +446,8 @@ def main() -> int:
                 f"  diagnostic, same sync without the safety inspector: {results['carebox initial nosafety']:6.2f} s"
                 f"  ({runs_text(runs)})"
             )
+            if phases_text(runs):
+                print("  " + phases_text(runs))
 
         # mbsync, same mailbox contents, its own user; each initial sync into a new Maildir
         if mbsync and not args.skip_mbsync:

@@ -454,6 +454,43 @@ def _fetch_attributes(tokens: list[Any]) -> dict[str, Any]:
     return attrs
 
 
+# The two FETCH answers a download reads 10,000 times each, in the shape Dovecot (and most
+# servers) send them: read with one regex instead of the general tokenizer (which cost about 2 s of
+# CPU per 10,000 messages). Anything else (another order, quoted or odd flags, literal8, NIL) goes
+# through _tokenize, so the result is always what _tokenize + _fetch_attributes would give.
+_FLAG_ATOMS = rb"(?:\\?[A-Za-z0-9$_.\-]+(?: \\?[A-Za-z0-9$_.\-]+)*)?"
+_FAST_BODY_RE = re.compile(
+    rb"([0-9]+) FETCH \(UID ([0-9]+) FLAGS \((" + _FLAG_ATOMS + rb")\) "
+    rb'INTERNALDATE "([^"\\\r\n\x00-\x1f\x7f]*)" RFC822\.SIZE ([0-9]+) BODY\[\] \{([0-9]+)\}'
+)
+_FAST_SIZE_RE = re.compile(rb"([0-9]+) FETCH \(UID ([0-9]+) RFC822\.SIZE ([0-9]+)\)")
+
+
+def _fast_fetch_item(group: Sequence[bytes | bytearray]) -> tuple[int, dict[str, Any]] | None:
+    """(seq, attrs) of a FETCH item in one of the two common shapes, or None (use _tokenize)."""
+    first = group[0]
+    if len(group) == 1:
+        m = _FAST_SIZE_RE.fullmatch(first)
+        if m is None:
+            return None
+        return int(m[1]), {"UID": m[2].decode(), "RFC822.SIZE": m[3].decode()}
+    if len(group) != 3 or type(group[1]) is not bytearray or group[2] != b")":
+        return None
+    m = _FAST_BODY_RE.fullmatch(first)
+    if m is None or int(m[6]) != len(group[1]):
+        return None
+    flags = m[3].decode().split(" ") if m[3] else []
+    if any(f.upper() == "NIL" for f in flags):
+        return None
+    return int(m[1]), {
+        "UID": m[2].decode(),
+        "FLAGS": flags,
+        "INTERNALDATE": m[4],
+        "RFC822.SIZE": m[5].decode(),
+        "BODY[]": bytes(group[1]),
+    }
+
+
 def _as_int(value: Any) -> int:
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
@@ -1389,6 +1426,10 @@ class ImapClient:
             else:
                 raise ImapProtocolError("the server's FETCH answer is malformed (stray literal)")
         for g in groups:
+            fast = _fast_fetch_item(g)
+            if fast is not None:
+                yield fast if with_seq else fast[1]
+                continue
             try:
                 toks = _tokenize(g)
                 attrs = _fetch_attributes(toks)

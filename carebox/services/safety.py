@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,59 +24,28 @@ from carebox.domain.models import MessageRef
 from carebox.domain.safety import (
     DirectoryPatient,
     PatientDirectory,
-    Practice,
     RedFlagHit,
-    RedFlagMatcher,
     ReplyTarget,
-    SenderCheck,
-    SenderChecker,
-    SenderFacts,
     SenderStatus,
-    mentions_personal_account,
-    merge_status,
-    reply_target,
-    result_category,
-    strip_quoted,
-    suggest_tag,
     urgent_banner,
 )
 from carebox.domain.sanitize import clean_line
+from carebox.services.safety_checks import (
+    VISIT_WINDOW_DAYS,  # noqa: F401 (re-exported)
+    CheckMessage,
+    Evaluation,
+    SafetyChecks,
+    SafetySettings,
+    evaluate_window,
+)
 from carebox.services.threads import recompute_all, refresh_threads
 from carebox.store import audit as audit_store
 from carebox.store import patients as patient_store
 from carebox.store.store import Store, StoredMessage
 
-VISIT_WINDOW_DAYS = 365  # default until the config has policy.visit_window_days
 PREFETCH_MESSAGES = 400  # messages read per query once the order of threads is known (prefetch)
-
-# --- settings -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SafetySettings:
-    practice: Practice = field(default_factory=Practice)
-    red_flags: tuple[str, ...] = ()  # extra phrases / "re:" patterns on top of the built-in list
-    categories: tuple[str, ...] | None = None  # out-of-scope category ids allowed (None: all)
-    visit_window_days: int = VISIT_WINDOW_DAYS
-
-    @classmethod
-    def from_config(cls, config: Config | None, professional: str = "") -> SafetySettings:
-        if config is None:
-            return cls(practice=Practice(address=professional.lower()))
-        ident = config.identity
-        return cls(
-            practice=Practice(
-                address=(config.professional_address or professional).lower(),
-                physician_name=ident.physician_name,
-                practice_name=ident.practice_name,
-                personal_addresses=tuple(a.lower() for a in getattr(ident, "personal_addresses", ())),
-                domains=tuple(getattr(ident, "practice_domains", ())),
-            ),
-            red_flags=tuple(config.triage.red_flags),
-            categories=tuple(config.triage.categories),
-            visit_window_days=int(getattr(config.policy, "visit_window_days", VISIT_WINDOW_DAYS)),
-        )
-
+PARALLEL_MIN = 200  # threads to inspect in one refresh before a worker process shares the work
+IN_FLIGHT = 2  # windows handed to the worker processes at a time (one evaluated, one waiting)
 
 # --- what the UI shows ---------------------------------------------------------------------------
 
@@ -113,23 +83,6 @@ class ThreadSafety:
     patient: DirectoryPatient | None = None
 
 
-@dataclass(frozen=True)
-class _Evaluation:
-    status: SenderStatus | None
-    checks: tuple[SenderCheck, ...]
-    hits: tuple[RedFlagHit, ...]
-    suggested_tag: str | None
-    template: str | None
-    reason: str
-    category: str | None
-    reply: ReplyTarget | None
-    patient: DirectoryPatient | None
-
-
-def _facts(m: StoredMessage) -> SenderFacts:
-    return SenderFacts(sender=m.sender, reply_to=m.reply_to, auth_results=m.auth_results, recipients=m.to + m.cc)
-
-
 def _pending(refs: Sequence[MessageRef]) -> tuple[list[MessageRef], list[MessageRef]]:
     """(patient messages after the practice's last message, all patient messages), oldest first."""
     ordered = sorted(refs, key=lambda r: (r.date, r.outgoing, r.key))
@@ -152,8 +105,9 @@ class SafetyInspector:
         self.directory = directory
         self.settings = settings
         self.now = now or datetime.now(UTC)
-        self.matcher = RedFlagMatcher(settings.red_flags)
-        self.senders = SenderChecker(directory, settings.practice)
+        self.checks = SafetyChecks(directory, settings, self.now)
+        self.matcher = self.checks.matcher
+        self.senders = self.checks.senders
         # Thread answers by the messages they were computed from: messages never change once
         # stored, and the directory, settings and clock are fixed for this inspector, so a thread
         # seen again with the same messages (a flag change, a second threading pass) gets the same
@@ -163,10 +117,19 @@ class SafetyInspector:
         self._plan: list[tuple[tuple[str, ...], bool]] = []
         self._plan_at: dict[tuple[tuple[str, ...], bool], int] = {}
         self._ahead: dict[str, StoredMessage] = {}
+        # Optional: worker processes (a sync's parse pool) that share a big refresh. They run this
+        # same evaluate() on the same messages with an inspector built from the same directory,
+        # settings and clock, so every answer is the one this process would have computed.
+        self.executor: Executor | None = None
+        self._patients: list[DirectoryPatient] | None = None  # directory order, for the workers
+        self._state: tuple[str, bytes] | None = None
 
     @classmethod
     def load(cls, store: Store, settings: SafetySettings, now: datetime | None = None) -> SafetyInspector:
-        return cls(PatientDirectory(patient_store.all_patients(store)), settings, now)
+        patients = patient_store.all_patients(store)
+        inspector = cls(PatientDirectory(patients), settings, now)
+        inspector._patients = list(patients)
+        return inspector
 
     @staticmethod
     def _key(refs: Sequence[MessageRef]) -> tuple[tuple[str, ...], bool] | None:
@@ -190,6 +153,106 @@ class SafetyInspector:
             if key is not None and key not in self._answers:
                 self._plan.append(key)
         self._plan_at = {key: i for i, key in enumerate(self._plan)}
+        if self.executor is not None and len(self._plan) >= PARALLEL_MIN:
+            self._evaluate_ahead(store, self.executor)
+
+    def _windows(self, keys: Sequence[tuple[tuple[str, ...], bool]]) -> list[list[tuple[tuple[str, ...], bool]]]:
+        out: list[list[tuple[tuple[str, ...], bool]]] = []
+        count = PREFETCH_MESSAGES
+        for k in keys:
+            if count >= PREFETCH_MESSAGES:
+                out.append([])
+                count = 0
+            out[-1].append(k)
+            count += len(k[0])
+        return out
+
+    @staticmethod
+    def _load_window(
+        store: Store, window: Sequence[tuple[tuple[str, ...], bool]]
+    ) -> list[tuple[tuple[tuple[str, ...], bool], list[StoredMessage]]]:
+        loaded: dict[str, StoredMessage] = {}
+        for with_bodies in (True, False):
+            wanted = [i for k in window if k[1] == with_bodies for i in k[0]]
+            if wanted:
+                loaded.update(patient_store.load_messages(store, wanted, bodies=with_bodies))
+        return [(k, [loaded[i] for i in k[0] if i in loaded]) for k in window]
+
+    def _keep(self, key: tuple[tuple[str, ...], bool], n_msgs: int, out: dict[str, Any]) -> None:
+        if n_msgs == len(key[0]) and len(self._answers) < 200_000:
+            self._answers[key] = out
+
+    def directory_changed(self, store: Store) -> bool:
+        """Whether the patient directory in the store differs from the one this inspector read."""
+        return self._patients is None or patient_store.all_patients(store) != self._patients
+
+    def warm(self, executor: Executor) -> None:
+        """Let the worker processes build these checks now (while a download runs), not when the
+        first shared window reaches them."""
+        from carebox.services.safety_checks import warm_worker
+
+        self.executor = executor
+        try:
+            executor.submit(warm_worker, *self._worker_state()).add_done_callback(lambda f: f.exception())
+        except Exception:  # a pool shut down or broken: the refresh falls back by itself
+            return
+
+    def _worker_state(self) -> tuple[str, bytes]:
+        if self._state is None:
+            import pickle
+            import secrets
+
+            patients = self._patients if self._patients is not None else list(self.directory.patients.values())
+            self._state = (secrets.token_hex(8), pickle.dumps((patients, self.settings, self.now)))
+        return self._state
+
+    def _evaluate_ahead(self, store: Store, executor: Executor) -> None:
+        """Answer every planned thread now, windows shared between this thread (from the end of
+        the plan) and the worker processes (from its start, ``IN_FLIGHT`` windows at a time).
+        A window a worker fails on is evaluated here. Same answers as one by one."""
+        windows = self._windows(self._plan)
+        state_id, state = self._worker_state()
+        front, back = 0, len(windows)
+        flight: list[tuple[Any, list[tuple[tuple[tuple[str, ...], bool], list[StoredMessage]]]]] = []
+
+        def collect(block: bool) -> None:
+            nonlocal flight
+            while flight and (block or flight[0][0].done()):
+                fut, items = flight.pop(0)
+                block = False
+                try:
+                    answers = fut.result()
+                except Exception:  # a broken or stopped pool: this process answers that window
+                    answers = [self.checks.answer(msgs, key[1]) for key, msgs in items]
+                for (key, msgs), out in zip(items, answers, strict=True):
+                    self._keep(key, len(msgs), out)
+
+        while front < back or flight:
+            while len(flight) < IN_FLIGHT and front < back:
+                items = self._load_window(store, windows[front])
+                front += 1
+                try:
+                    packed = [(k[1], [CheckMessage.of(x) for x in m]) for k, m in items]
+                    fut = executor.submit(evaluate_window, state_id, state, packed)
+                except Exception:  # the pool is shut down or broken
+                    for key, msgs in items:
+                        self._keep(key, len(msgs), self.checks.answer(msgs, key[1]))
+                    continue
+                flight.append((fut, items))
+            if front < back:
+                back -= 1
+                for key, msgs in self._load_window(store, windows[back]):
+                    self._keep(key, len(msgs), self.checks.answer(msgs, key[1]))
+                collect(block=False)
+            else:
+                # nothing left to take: windows still queued for a (busy) worker are answered
+                # here rather than waited for; then the one it is working on is awaited
+                waiting = [f for f in flight if f[0].cancel()]
+                flight = [f for f in flight if f not in waiting]
+                for _, items in waiting:
+                    for key, msgs in items:
+                        self._keep(key, len(msgs), self.checks.answer(msgs, key[1]))
+                collect(block=True)
 
     def _messages(self, store: Store, key: tuple[tuple[str, ...], bool]) -> list[StoredMessage]:
         ids, bodies = key
@@ -216,66 +279,18 @@ class SafetyInspector:
         key = self._key(refs)
         if key is None:
             return {"urgent": False, "sender_status": "", "suggested_tag": None}
-        look, pending = key
+        pending = key[1]
         out = self._answers.get(key)
         if out is None:
             msgs = self._messages(store, key)  # an answered thread: its latest sender only, no bodies
-            ev = self.evaluate(msgs, pending=pending)
-            out = {
-                "urgent": bool(ev.hits),
-                "sender_status": ev.status.value if ev.status else "",
-                "suggested_tag": ev.suggested_tag,
-            }
-            if ev.category:
-                out["category"] = ev.category
-            if len(msgs) == len(look) and len(self._answers) < 200_000:
-                self._answers[key] = out
+            out = self.checks.answer(msgs, pending)
+            self._keep(key, len(msgs), out)
         return dict(out)
 
-    def evaluate(self, msgs: Sequence[StoredMessage], *, pending: bool) -> _Evaluation:
+    def evaluate(self, msgs: Sequence[StoredMessage], *, pending: bool) -> Evaluation:
         """Checks over the messages still waiting for an answer (``pending``), or over the latest
-        patient message of an answered thread (sender status only)."""
-        if not msgs:
-            return _Evaluation(None, (), (), None, None, "", None, None, None)
-        practice = self.settings.practice
-        checks = tuple(self.senders.check(_facts(m)) for m in msgs)
-        status = merge_status(c.status for c in checks)
-        latest = msgs[-1]
-        reply = reply_target(_facts(latest), self.directory)
-        patient = checks[-1].patient
-        if not pending:
-            return _Evaluation(status, checks, (), None, None, "", None, reply, patient)
-        text = "\n".join(f"{m.subject}\n{strip_quoted(m.body)}" for m in msgs)
-        view = self.matcher.view(text)  # normalised once for every check below
-        hits = tuple(self.matcher.find_in(view))
-        own = {a.lower() for a in practice.personal_addresses}
-        # (only read by suggest_tag when nothing is urgent)
-        personal = not hits and (
-            mentions_personal_account(text, normalized=view)
-            or any(m.sender.addr.lower() in own or any(a.addr.lower() in own for a in (*m.to, *m.cc)) for m in msgs)
-        )
-        sug = suggest_tag(
-            urgent=bool(hits),
-            status=status,
-            text=text,
-            patient=patient,
-            now=self.now,
-            window_days=self.settings.visit_window_days,
-            personal_route=personal,
-            categories=self.settings.categories,
-            normalized=view,
-        )
-        return _Evaluation(
-            status,
-            checks,
-            hits,
-            sug.tag,
-            sug.template,
-            sug.reason,
-            result_category(text, normalized=view),
-            reply,
-            patient,
-        )
+        patient message of an answered thread (sender status only): see SafetyChecks."""
+        return self.checks.evaluate(msgs, pending=pending)
 
     def assess(self, store: Store, thread_id: str) -> ThreadSafety:
         """The full explanation for the thread view."""

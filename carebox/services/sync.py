@@ -24,9 +24,13 @@ Per folder, in one pass:
 4. Local flag changes waiting in the journal are pushed (``+FLAGS.SILENT`` / ``-FLAGS.SILENT``,
    one STORE per distinct change) and marked done; until then they win over the server's flags.
 
-Threading (and the thread inspectors) runs once, after every folder is downloaded: ``rethread``
-picks up every row with no thread, so a crash leaves nothing unthreaded past the next sync, and a
-conversation that spans many batches is summarised and inspected once, not once per threading run.
+Threading (and the thread inspectors) runs once, after every folder is downloaded, so a
+conversation that spans many batches is summarised and inspected once. Downloaded rows are written
+with a provisional thread id (``threads.ProvisionalThreads``: rewriting every row afterwards to set
+it cost as much as writing it); a mark in ``meta`` (``syncstate.THREADS_PENDING_META``, set before
+the first such row) makes ``rethread(after=...)`` thread them exactly, with the rows that have no
+thread, and is cleared once their summaries are written: a crash leaves nothing unthreaded past the
+next sync.
 (Nothing shows the threads before the pass ends: the app refreshes its inbox on the report.)
 
 A crash at any point leaves a store that the next sync completes: committed batches are never
@@ -314,6 +318,10 @@ class MessageParser:
         for _ in range(self.workers):
             pool.submit(_warm)
 
+    def executor(self) -> ProcessPoolExecutor | None:
+        """The worker processes, when this sync started them (threading lends them work too)."""
+        return self._pool
+
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             import multiprocessing
@@ -531,9 +539,19 @@ class _SyncRun:
         self._stale_threads: set[str] = set()  # summaries to refresh (flags changed)
         self._touched: set[str] = set()  # conversations created or updated by this pass
         self._inspectors: list[Any] | None = None
+        self._provisional_threads: Any = None
+        self._marked = False  # the provisional-threads mark is set (by this pass or an unfinished one)
         self._drain: Any = None  # syncstate.WalDrain during a long download
 
     # -- plumbing --
+
+    @property
+    def _provisional(self) -> Any:
+        if self._provisional_threads is None:
+            from carebox.services.threads import ProvisionalThreads
+
+            self._provisional_threads = ProvisionalThreads()
+        return self._provisional_threads
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a store call in the store thread: the event loop (the UI's) never waits on SQLite or AES."""
@@ -572,13 +590,22 @@ class _SyncRun:
 
     def _thread_all(self) -> None:
         from carebox.services.threads import refresh_threads, rethread
-        from carebox.store.syncstate import unthreaded_count
+        from carebox.store.syncstate import THREADS_PENDING_META, threads_pending_after, unthreaded_count
 
-        if not self._stale_threads and not unthreaded_count(self.store):
+        after = threads_pending_after(self.store)
+        if not self._stale_threads and after is None and not unthreaded_count(self.store):
             return  # nothing to do: do not even load the safety inspector's patient directory
-        if self._inspectors is None:
+        if self._inspectors is None or any(
+            getattr(i, "directory_changed", lambda store: False)(self.store) for i in self._inspectors
+        ):  # made during the download (_warm_checks): the patient directory must not have changed since
             self._inspectors = _inspectors(self.session)
-        ids = rethread(self.store, self.session.policy, self._inspectors)
+        pool = self.parser.executor()
+        for inspector in self._inspectors:
+            if pool is not None and hasattr(inspector, "executor"):
+                inspector.executor = pool  # a big refresh shares the checks with the workers
+        ids = rethread(self.store, self.session.policy, self._inspectors, overlap=True, after=after)
+        if after is not None:  # every provisional thread is final and summarised now
+            self.store.set_meta(THREADS_PENDING_META, "")
         self._touched |= ids
         stale = sorted(self._stale_threads - ids)
         self._stale_threads.clear()
@@ -757,6 +784,8 @@ class _SyncRun:
             await self.db(self._store_batch, name, role, uv, batch, parsed, fr, claims)
             if self._drain is not None:
                 self._drain.poke()
+            if use_pool and not done:
+                await self.db(self._warm_checks)  # threading lends the workers its checks
             done += len(batch)
             self._tell("downloading", name, done, total)
 
@@ -783,6 +812,26 @@ class _SyncRun:
                 _, fut = queue.get_nowait()
                 fut.cancel()
 
+    def _warm_checks(self) -> None:
+        """Make this pass's inspectors now and let the parse workers build their checks between
+        batches (they wait for the store thread about half the time of a download)."""
+        pool = self.parser.executor()
+        if pool is None:
+            return
+        if self._inspectors is None:
+            self._inspectors = _inspectors(self.session)
+        for inspector in self._inspectors:
+            if hasattr(inspector, "warm"):
+                inspector.warm(pool)
+
+    def _mark_provisional(self) -> None:
+        """Before the first row with a provisional thread id: note where they start (a crash
+        leaves the mark; the next sync's threading finishes them)."""
+        from carebox.store.syncstate import THREADS_PENDING_META, threads_pending_after
+
+        if threads_pending_after(self.store) is None:
+            self.store.set_meta(THREADS_PENDING_META, str(self.store.last_message_rowid()))
+
     def _store_batch(
         self,
         name: str,
@@ -798,6 +847,10 @@ class _SyncRun:
         from carebox.store import syncstate as S
         from carebox.store.store import NewMessage
 
+        if not self._marked:  # the store is written only once messages arrive
+            self._mark_provisional()
+            self._marked = True
+        thread_ids = self._provisional.assign(parsed)  # rows written with a thread id, not updated later
         items: list[NewMessage] = [
             NewMessage(
                 raw=m.raw,
@@ -806,8 +859,9 @@ class _SyncRun:
                 flags=_server_flags(m.flags),
                 internal_date=m.internaldate,
                 source=f"imap:{m.uid}",
+                thread_id=tid,
             )
-            for m, p in zip(batch, parsed, strict=True)
+            for m, p, tid in zip(batch, parsed, thread_ids, strict=True)
         ]
         if claims:
             claim_items = [

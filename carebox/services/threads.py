@@ -12,11 +12,12 @@ from zoneinfo import ZoneInfo
 
 from carebox.config import DAY_NAMES, PolicyConfig
 from carebox.domain.deadlines import Policy, summarize
-from carebox.domain.models import Address, MessageRef, ThreadState
+from carebox.domain.models import Address, MessageRef, ParsedMessage, ThreadState
 from carebox.domain.threading import assign_thread_ids, thread_groups
-from carebox.store.store import Store, ThreadFacts, new_id
+from carebox.store.store import Store, ThreadFacts, new_id, parent_ids
 
 POLICY_META = "policy_fingerprint"
+OVERLAP_MIN = 500  # messages to (re)assign before rethread(overlap=True) writes them beside the summaries
 
 # Thread-level checks (urgency, sender status, scope) plug in here: a function that looks at a
 # thread's decrypted heads and returns extra clear columns for its row.
@@ -46,10 +47,76 @@ def policy_fingerprint(policy: Policy) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def rethread(store: Store, policy: Policy, inspectors: Iterable[ThreadInspector] = ()) -> set[str]:
+class ProvisionalThreads:
+    """Thread ids for messages as a download stores them, so that their rows are written with a
+    thread id once instead of rewritten by rethread's UPDATE (which copies every row, blobs and
+    all). In memory, by Message-ID: a message takes the thread of the first message that carried
+    or named one of its Message-ID and parent ids (what rethread's token links do). Only a guess:
+    ``rethread(..., after=rowid)`` then threads those rows exactly as if they had none (subject
+    fallback, links to older threads, merges) and rewrites only the rows whose thread differs."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, str] = {}
+
+    def assign(self, messages: Sequence[ParsedMessage]) -> list[str]:
+        out: list[str] = []
+        by_id = self._by_id
+        for p in messages:
+            ids = [i for i in (p.message_id, *parent_ids(p)) if i]
+            tid = next((by_id[i] for i in ids if i in by_id), None) or new_id()
+            for i in ids:
+                by_id.setdefault(i, tid)
+            out.append(tid)
+        return out
+
+
+def _assign_preferring_summarised(
+    groups: Sequence[Sequence[MessageRef]], existing: dict[str, str], summarised: set[str]
+) -> dict[str, str]:
+    """assign_thread_ids, except that a thread with a summary row (one that existed before this
+    download) keeps its id before a provisional one does: an old conversation keeps its id."""
+    result: dict[str, str] = {}
+    taken: set[str] = set()
+    for group in groups:
+        known = {existing[m.key] for m in group if m.key in existing}
+        ordered = sorted(known & summarised, key=_id_order) + sorted(known - summarised, key=_id_order)
+        thread_id = next((t for t in ordered if t not in taken), None)
+        if thread_id is None:
+            thread_id = new_id()
+        taken.add(thread_id)
+        for m in group:
+            result[m.key] = thread_id
+    return result
+
+
+def _id_order(thread_id: str) -> tuple[int, str]:
+    return (len(thread_id), thread_id)  # as domain.threading orders ids
+
+
+def rethread(
+    store: Store,
+    policy: Policy,
+    inspectors: Iterable[ThreadInspector] = (),
+    *,
+    overlap: bool = False,
+    after: int | None = None,
+) -> set[str]:
     """Give every unthreaded message a thread, merging threads it links, and refresh the
-    summaries of all threads touched. Returns the ids of the threads now holding them."""
+    summaries of all threads touched. Returns the ids of the threads now holding them.
+
+    With ``after`` (a message rowid) the messages added after it that hold a provisional thread id
+    (``ProvisionalThreads``) are threaded as if they had none: the same groups; each keeps its
+    provisional id unless an older conversation (one with a summary row) takes it in, and only
+    rows whose id changes are rewritten.
+
+    With ``overlap`` the messages' thread ids are written by a second connection while the
+    summaries (and inspectors) are computed, and committed before the summaries are written
+    (the same two transactions in the same order; SQLite does the big UPDATE without the GIL)."""
     new_refs = store.unthreaded_refs()
+    provisional: dict[str, str] = {}
+    if after is not None:
+        placed, provisional = store.threaded_refs_after(after)
+        new_refs += placed
     if not new_refs:
         return set()
     tokens: set[str] = set()
@@ -60,24 +127,49 @@ def rethread(store: Store, policy: Policy, inspectors: Iterable[ThreadInspector]
         if not ref.parents and ref.reply_prefix:
             fallback.add((ref.subject_key, ref.counterpart))
     # Threads that the new mail links to, and threads holding messages that point at new mail.
-    linked = store.threads_linked_to(tokens) | store.threads_by_subject(fallback)
-    existing_refs = store.refs_of_threads(linked)
+    linked = store.threads_linked_to(tokens) | store.threads_by_subject(fallback) | set(provisional.values())
+    summarised: set[str] = set()
+    loaded = linked
+    if provisional and after is not None:
+        # A provisional thread (no summary row, rows added after the mark only) was read whole
+        # above: only the other threads are read.
+        summarised = set(store.thread_facts(sorted(linked)))
+        candidates = (linked - summarised) & set(provisional.values())
+        whole = candidates - store.threads_with_rows_upto(candidates, after)
+        loaded = linked - whole
+    existing_refs = store.refs_of_threads(loaded)
     existing: dict[str, str] = {}
     if existing_refs:
-        for tid, keys in store.thread_message_keys(sorted(linked)).items():
+        for tid, keys in store.thread_message_keys(sorted(loaded)).items():
             for key in keys:
                 existing[key] = tid
-    refs = existing_refs + new_refs
-    groups = thread_groups(refs)
-    assignment = assign_thread_ids(groups, existing, new_id)
+    if provisional:
+        seen = {r.key for r in existing_refs}
+        refs = existing_refs + [r for r in new_refs if r.key not in seen]
+        for key, tid in provisional.items():
+            existing.setdefault(key, tid)
+        assignment = _assign_preferring_summarised(thread_groups(refs), existing, summarised)
+    else:
+        refs = existing_refs + new_refs
+        assignment = assign_thread_ids(thread_groups(refs), existing, new_id)
     changed = {k: t for k, t in assignment.items() if existing.get(k) != t}
-    store.assign_threads(changed)
     now_ids = set(assignment.values())
     gone = linked - now_ids
     by_thread: dict[str, list[MessageRef]] = {}
     for ref in refs:
         by_thread.setdefault(assignment[ref.key], []).append(ref)
-    refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors)
+    if not overlap or len(changed) < OVERLAP_MIN:
+        store.assign_threads(changed)
+        refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors)
+        return now_ids
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carebox-assign") as pool:
+        assigned = pool.submit(store.assign_threads, changed)
+        try:
+            refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors, before_write=assigned.result)
+        finally:
+            assigned.result()  # never leave the UPDATE running (or its failure unseen)
     return now_ids
 
 
@@ -89,8 +181,10 @@ def refresh_threads(
     thread_ids: Iterable[str] = (),
     remove: Iterable[str] = (),
     inspectors: Iterable[ThreadInspector] = (),
+    before_write: Callable[[], object] | None = None,
 ) -> None:
-    """Recompute the summary rows of the given threads (from refs or by id)."""
+    """Recompute the summary rows of the given threads (from refs or by id). ``before_write`` is
+    called just before the rows are written (rethread's overlap waits there for its UPDATE)."""
     if by_thread is None:
         by_thread = {}
     wanted = [t for t in thread_ids if t not in by_thread]
@@ -150,6 +244,8 @@ def refresh_threads(
             summary = summarize(refs, policy, f.tag, row["category"], tagged_at=f.tagged_at)
             row.update(state=summary.state.value, waiting_since=summary.waiting_since, due_at=summary.due_at)
         rows.append(row)
+    if before_write is not None:
+        before_write()
     store.write_threads(rows, remove=remove)
 
 

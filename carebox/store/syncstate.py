@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from carebox.store.store import Store
 
 __all__ = [
+    "THREADS_PENDING_META",
     "ClaimItem",
     "FolderState",
     "KnownMessage",
@@ -59,6 +60,7 @@ __all__ = [
     "pending_flag_changes",
     "quick_state",
     "save_position",
+    "threads_pending_after",
     "unthreaded_count",
 ]
 
@@ -173,6 +175,16 @@ def known_messages(store: Store, name: str) -> dict[int, KnownMessage]:
         ):
             out[int(uid)] = KnownMessage(mid, frozenset(flags.split()), bool(deleted), modseq, tid)
     return out
+
+
+THREADS_PENDING_META = "sync.threads_pending_after"  # message rowid; set while provisional threads wait for rethread
+
+
+def threads_pending_after(store: Store) -> int | None:
+    """The message rowid after which rows hold provisional thread ids (a download that has not
+    finished threading yet), or None."""
+    value = store.get_meta(THREADS_PENDING_META)
+    return int(value) if value else None
 
 
 def unthreaded_count(store: Store) -> int:
@@ -590,6 +602,9 @@ def quick_state(store_dir: Path, db_file: str = "carebox.db") -> QuickState | No
             )
         }
         unthreaded = conn.execute("SELECT count(*) FROM message WHERE thread_id IS NULL").fetchone()[0]
+        marker = conn.execute("SELECT value FROM meta WHERE key = ?", (THREADS_PENDING_META,)).fetchone()
+        if marker and marker[0]:
+            unthreaded += 1  # provisional threads of an unfinished download: not a no-change sync
     except sqlite3.Error:
         return None
     finally:

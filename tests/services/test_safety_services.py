@@ -532,3 +532,123 @@ def test_prefetch_reads_ahead_in_windows_with_the_same_answers(
     calls.clear()
     assert {tid: ahead(store, tid, refs, {}) for tid, refs in by_thread.items()} == expected
     assert calls == []  # the same messages again: answered from memory
+
+
+def test_worker_processes_share_a_big_refresh_with_the_same_answers(
+    directory: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+    from concurrent.futures import Executor, ProcessPoolExecutor
+
+    from carebox.services import safety as service
+    from carebox.services.safety_checks import SafetyChecks
+
+    store = directory
+    senders = [ANNA, OLAF, OLD, Address("Stranger", "who@else.example"), Address("Anna Berg", "anna@rnail.example")]
+    bodies = ["I have chest pain", "renew my prescription", "hello", "are my blood test results back?", "thanks"]
+    for i in range(60):
+        add(store, f"p{i}@x", senders[i % 5], bodies[i % 5] + f" ({i})", hours=-i)
+        if i % 3 == 0:
+            store.add_messages(
+                "INBOX", [message(f"a{i}@x", sender=DOC, to=senders[i % 5], hours=-i + 0.5, in_reply_to=f"p{i}@x")]
+            )
+        if i % 4 == 1:  # a second unanswered message in some threads
+            add(store, f"q{i}@x", senders[i % 5], "it got worse, chest pain", hours=-i + 0.2, in_reply_to=f"p{i}@x")
+    rethread(store, POLICY)
+    by_thread = _threads(store)
+    plain = service.safety_inspector(store, CONFIG, NOW)
+    expected = {tid: plain(store, tid, refs, {}) for tid, refs in by_thread.items()}
+
+    here: list[int] = []
+    real_answer = SafetyChecks.answer
+
+    def counting(self: SafetyChecks, msgs: object, pending: bool) -> dict:
+        here.append(1)
+        return real_answer(self, msgs, pending)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SafetyChecks, "answer", counting)  # only in this process, not in the worker
+    monkeypatch.setattr(service, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(service, "PREFETCH_MESSAGES", 8)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        shared = service.safety_inspector(store, CONFIG, NOW)
+        shared.executor = pool
+        shared.prefetch(store, by_thread)
+        answered_here = len(here)
+        got = {tid: shared(store, tid, refs, {}) for tid, refs in by_thread.items()}
+    assert got == expected
+    assert 0 < answered_here < len(by_thread)  # both sides answered some threads
+    assert len(here) == answered_here  # everything was answered during prefetch
+
+    class Broken(Executor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    fallback = service.safety_inspector(store, CONFIG, NOW)
+    fallback.executor = Broken()
+    fallback.prefetch(store, by_thread)
+    assert {tid: fallback(store, tid, refs, {}) for tid, refs in by_thread.items()} == expected
+
+
+def test_rethread_overlap_writes_the_same_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from carebox.services import threads as threads_service
+
+    monkeypatch.setattr(threads_service, "OVERLAP_MIN", 5)
+    senders = [ANNA, OLAF, OLD, Address("Stranger", "who@else.example")]
+
+    def fill(store: Store) -> None:
+        for i in range(30):
+            add(store, f"p{i}@x", senders[i % 4], "I have chest pain" if i % 5 == 0 else f"question {i}", hours=-i)
+            if i % 3 == 0:
+                add(store, f"r{i}@x", senders[i % 4], "and more", hours=-i + 0.1, in_reply_to=f"p{i}@x")
+
+    def snapshot(d: Path) -> list[tuple]:
+        conn = sqlite3.connect(d / "carebox.db")
+        try:
+            members: dict[str, list] = {}
+            for tid, date in conn.execute("SELECT thread_id, date FROM message"):
+                members.setdefault(tid, []).append(date)  # unique per message here
+            assert None not in members
+            return sorted(
+                (tuple(sorted(members[r[0]])), repr(r[1:]))
+                for r in conn.execute("SELECT id, urgent, sender_status, suggested_tag, state, due_at FROM thread")
+            )
+        finally:
+            conn.close()
+
+    def run(overlap: bool) -> list[tuple]:
+        d = tmp_path / f"s{overlap}"
+        store = Store.open(d, Cipher(b"s" * 32), professional=DOCTOR, create=True)
+        try:
+            fill(store)
+            events: list[str] = []
+            real_assign, real_write = store.assign_threads, store.write_threads
+
+            def assign(a: dict) -> None:
+                real_assign(a)
+                events.append("assigned")
+
+            def write(*a: object, **k: object) -> None:
+                events.append("write")
+                real_write(*a, **k)  # type: ignore[arg-type]
+
+            store.assign_threads = assign  # type: ignore[method-assign]
+            store.write_threads = write  # type: ignore[method-assign]
+            ids = rethread(store, POLICY, [safety_inspector(store, CONFIG, NOW)], overlap=overlap)
+            assert events == ["assigned", "write"]  # the UPDATE is committed before the summaries
+            assert len(ids) == 30
+        finally:
+            store.close()
+        return snapshot(d)
+
+    assert run(False) == run(True)
+
+
+def test_an_inspector_knows_when_the_directory_changed_under_it(directory: Store) -> None:
+    store = directory
+    inspector = safety_inspector(store, CONFIG, NOW)
+    assert not inspector.directory_changed(store)
+    save_patient(store, make_patient("New Patient", "new@mail.example"), now=NOW)
+    assert inspector.directory_changed(store)
+    assert not safety_inspector(store, CONFIG, NOW).directory_changed(store)

@@ -209,3 +209,66 @@ def test_connections_keep_temporary_data_in_memory_and_wipe_deleted_rows(tmp_pat
         assert conn.execute(text("PRAGMA secure_delete")).scalar() == 1
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     store.close()
+
+
+def test_new_stores_use_16k_pages_and_existing_ones_keep_theirs(tmp_path: Path) -> None:
+    from carebox.store.store import PAGE_SIZE
+
+    def page_size(d: Path) -> int:
+        conn = sqlite3.connect(d / DB_FILE)
+        try:
+            return int(conn.execute("PRAGMA page_size").fetchone()[0])
+        finally:
+            conn.close()
+
+    open_store(tmp_path / "new").close()
+    assert page_size(tmp_path / "new") == PAGE_SIZE == 16384
+
+    old = tmp_path / "old"
+    old.mkdir()
+    conn = sqlite3.connect(old / DB_FILE)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE early (x)")
+    conn.close()
+    store = open_store(old)
+    try:
+        store.add_messages("INBOX", [message("a@x", sender=DOC, to=DOC, body="kept")])
+        assert store.message_count() == 1
+    finally:
+        store.close()
+    assert page_size(old) == 4096
+
+
+def test_threaded_refs_after_reads_what_refs_read(tmp_path: Path) -> None:
+    import dataclasses
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from carebox.store import tables as T
+
+    store = open_store(tmp_path / "s")
+    try:
+        before = [message("b@x", sender=patient(1), to=DOC, uid=1)]
+        store.add_messages("INBOX", [dataclasses.replace(m, thread_id="t0") for m in before])
+        mark = store.last_message_rowid()
+        later = [
+            message("c@x", sender=patient(2), to=DOC, subject="Re: x", uid=2),
+            message("d@x", sender=DOC, to=patient(2), in_reply_to="c@x", references=("a@x", "c@x"), uid=3),
+            message("e@x", sender=patient(3), to=DOC, uid=4),
+        ]
+        odd = dataclasses.replace(
+            later[1].parsed, date=datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))
+        )
+        later[1] = dataclasses.replace(later[1], parsed=odd)
+        store.add_messages("INBOX", [dataclasses.replace(m, thread_id=f"t{m.uid}") for m in later[:2]] + later[2:])
+        refs, current = store.threaded_refs_after(mark)
+        assert sorted(current.values()) == ["t2", "t3"]  # after the mark, with a thread id
+        typed = {r.key: r for r in store._refs(T.Message.id.in_(list(current)))}  # type: ignore[attr-defined]
+        assert {r.key: r for r in refs} == typed
+        assert {r.date for r in refs} == {
+            datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
+            datetime(2026, 3, 1, 17, 30, 15, 123456, tzinfo=UTC),
+        }
+        assert any(len(r.parents) == 2 for r in refs) and any(r.outgoing for r in refs)
+    finally:
+        store.close()
