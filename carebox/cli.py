@@ -196,42 +196,61 @@ def cmd_open(args: argparse.Namespace) -> int:
         session.close()
 
 
-def _open_for_ui(args: argparse.Namespace) -> Any:
-    """Open the store while the interpreter imports the UI: unwrapping a passphrase-held key
-    (scrypt, n=2^17) releases the GIL, so it costs the start almost nothing when it runs in a
-    thread beside the imports of Textual and the screens. When a passphrase must be typed, the
-    prompt comes first, as before (nothing runs behind a prompt)."""
-    config = _config(args)
+def _key_beside(directory: Path, *, create: bool = False) -> Callable[[], bytes | None] | None:
+    """Start unlocking (or, with ``create`` and no store yet, making) the store's key in a thread,
+    so that its scrypt (n=2^17; it releases the GIL) or keychain lookup runs beside the imports
+    that follow. Returns the function that waits for the key (re-raising a failure in this
+    thread; None when a passphrase must be typed after all), or None when nothing was started:
+    a passphrase must be typed (the prompt comes first, nothing runs behind it)."""
     from carebox.store.keys import key_info
 
-    directory = config.store_dir().expanduser()
     info = key_info(directory)
     scripted = bool(os.environ.get("CAREBOX_PASSPHRASE") or os.environ.get("CAREBOX_PASSCOMMAND"))
-    if info is None or (info.holder == "passphrase" and not info.demo and not scripted):
-        from carebox.services.session import open_session
-
-        return open_session(config, ask=_ask)
+    if info is None and not create:
+        return None
+    if info is not None and info.holder == "passphrase" and not info.demo and not scripted:
+        return None
     import threading
 
-    from carebox.store.keys import unlock_data_key  # (cryptography only: the thread imports nothing more)
+    from carebox.store import keys  # cryptography only: the thread imports nothing more
 
     box: dict[str, Any] = {}
 
-    def unlock() -> None:
+    def work() -> None:
         try:
-            box["key"] = unlock_data_key(directory)
-        except BaseException as exc:  # re-raised below, in the main thread
+            if info is not None:
+                box["key"] = keys.unlock_data_key(directory)
+            elif keys.keychain_available():
+                box["key"] = keys.create_data_key(directory, use_keychain=True)
+            elif scripted:
+                box["key"] = keys.create_data_key(directory, passphrase=keys.passphrase_from_env(), use_keychain=False)
+            else:
+                box["key"] = None  # a new passphrase must be typed: the caller asks for it
+        except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
-    worker = threading.Thread(target=unlock, name="carebox-unlock", daemon=True)
+    worker = threading.Thread(target=work, name="carebox-key", daemon=True)
     worker.start()
+
+    def wait() -> bytes | None:
+        worker.join()
+        if "error" in box:
+            raise box["error"]
+        return box.get("key")
+
+    return wait
+
+
+def _open_for_ui(args: argparse.Namespace) -> Any:
+    """Open the store while the interpreter imports the UI (see ``_key_beside``)."""
+    config = _config(args)
+    directory = config.store_dir().expanduser()
+    wait = _key_beside(directory)
     import carebox.ui.app  # noqa: F401 - the import itself is the point: it overlaps the unlock
     from carebox.services.session import open_session
 
-    worker.join()
-    if "error" in box:
-        raise box["error"]
-    return open_session(config, store_dir=directory, data_key=box.pop("key"))
+    key = wait() if wait is not None else None
+    return open_session(config, ask=_ask, store_dir=directory, data_key=key)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -498,11 +517,20 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if cfg.account is None:
         raise UserError("no [account] in the config: copy it from carebox.toml.example and fill it in", EXIT_USAGE)
     with SyncLock(cfg.store_dir()):  # a second `carebox sync` says so and exits (SyncBusy)
+        # A first sync makes the store's key beside the imports below (a later one does not
+        # unlock before the quick check, which answers a no-change sync without the key).
+        directory = cfg.store_dir().expanduser()
+        from carebox.store.keys import KEY_FILE
+
+        new_key = _key_beside(directory, create=True) if not (directory / KEY_FILE).exists() else None
         from carebox.services.sync import quick_check, sync_once
 
-        report = asyncio.run(quick_check(cfg, cfg.store_dir()))  # no change: answered without the store
+        report = None if new_key is not None else asyncio.run(quick_check(cfg, directory))  # no change: no store
         if report is None:
-            session = _session(args, create=True)
+            from carebox.services.session import open_session
+
+            key = new_key() if new_key is not None else None
+            session = open_session(cfg, ask=_ask, create=True, store_dir=directory, data_key=key)
             show, stop = _sync_progress()
             try:
                 report = asyncio.run(sync_once(session, progress=show, lock=False))

@@ -249,3 +249,38 @@ def test_a_failed_open_leaves_the_garbage_collector_on(config: Path, capsys) -> 
 
     assert run(capsys, "--config", str(config), "open")[0] == 1  # no store: fails after holding the collector
     assert gc.isenabled()
+
+
+def test_key_beside_makes_or_unlocks_the_key_in_a_thread(tmp_path: Path, monkeypatch, request) -> None:
+    import carebox.cli as cli
+    from carebox.store.keys import KEY_FILE, key_info, unlock_data_key
+
+    # a first sync with a keychain: the key is made there
+    made = cli._key_beside(tmp_path / "a", create=True)
+    assert made is not None
+    key = made()
+    assert key is not None and key_info(tmp_path / "a").holder == "keyring"
+    assert unlock_data_key(tmp_path / "a") == key
+    assert cli._key_beside(tmp_path / "missing") is None  # opening a store that is not there: nothing started
+
+    request.getfixturevalue("no_keychain")
+    monkeypatch.delenv("CAREBOX_PASSPHRASE", raising=False)
+    monkeypatch.delenv("CAREBOX_PASSCOMMAND", raising=False)
+    # no keychain, nothing scripted: a new passphrase must be typed; nothing is written meanwhile
+    typed = cli._key_beside(tmp_path / "b", create=True)
+    assert typed is not None and typed() is None and not (tmp_path / "b" / KEY_FILE).exists()
+    # scripted: the key is wrapped by the passphrase from the environment
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "the right passphrase")
+    wrapped = cli._key_beside(tmp_path / "c", create=True)
+    assert wrapped is not None
+    key_c = wrapped()
+    assert key_info(tmp_path / "c").holder == "passphrase" and unlock_data_key(tmp_path / "c") == key_c
+    # an existing passphrase store without a scripted passphrase: the prompt comes first, no thread
+    monkeypatch.delenv("CAREBOX_PASSPHRASE")
+    assert cli._key_beside(tmp_path / "c") is None
+    # a wrong scripted passphrase fails in the caller's thread, in one line
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "a wrong passphrase")
+    wrong = cli._key_beside(tmp_path / "c")
+    assert wrong is not None
+    with pytest.raises(Exception, match="wrong passphrase"):
+        wrong()
