@@ -1045,6 +1045,16 @@ class RedFlagMatcher:
             self._index = builtin if atoms <= builtin.atoms else AtomIndex(atoms | builtin.atoms)
         return self._index
 
+    def prepare(self) -> None:
+        """Make every pattern analysis now (this matcher's and the scope checks'), ahead of a big
+        job, instead of after the warm-up within it."""
+        _ = self.index
+        scope, results, personal = _checks()
+        for _cat, pf in scope:
+            pf.analysed()
+        results.analysed()
+        personal.analysed()
+
     def view(self, text: str) -> TextView:
         """The view of a text (not yet normalised) for this matcher and the scope checks."""
         if self._index is None:

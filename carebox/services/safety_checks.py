@@ -205,8 +205,8 @@ def worker_checks(state_id: str, state: bytes) -> SafetyChecks:
 
 
 def warm_worker(state_id: str, state: bytes) -> None:
-    """Build the checks in a worker process ahead of time (their pattern analysis takes a while)."""
-    worker_checks(state_id, state)
+    """Build the checks in a worker process ahead of time, their pattern analysis made (it takes a while)."""
+    worker_checks(state_id, state).matcher.prepare()
 
 
 def evaluate_window(state_id: str, state: bytes, items: list[tuple[bool, list[CheckMessage]]]) -> list[dict[str, Any]]:

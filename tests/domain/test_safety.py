@@ -771,3 +771,11 @@ def test_the_analysis_waits_for_the_warm_up_and_changes_no_result() -> None:
     warm = RedFlagMatcher(["Brustschmerz"])
     _ = warm.index  # analysed at once
     assert [warm.find_in(warm.view(t)) for t in texts] == first
+
+
+def test_prepare_makes_every_analysis_at_once() -> None:
+    matcher = RedFlagMatcher(["Brustschmerz"])
+    matcher.prepare()
+    assert all(f._analysed for f in matcher._filters) and matcher._index is not None
+    scope, results, personal = safety._checks()
+    assert all(pf._analysed for _, pf in scope) and results._analysed and personal._analysed
