@@ -81,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_ui:
         _hold_gc()
 
-    root = Path(tempfile.mkdtemp(prefix="carebox-demo-"))  # services.demo.new_demo_dir, without its imports
+    root = Path(tempfile.mkdtemp(prefix="carebox-demo-"))  # here: services.demo would import the store before the fork
     try:
         if args.no_ui:
             from carebox.services.demo import build_demo_store, open_demo

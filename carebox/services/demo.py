@@ -5,7 +5,6 @@ prompt is needed. Replies made in the demo go to a local outbox file, never to a
 
 from __future__ import annotations
 
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -40,11 +39,6 @@ def demo_config(store_dir: Path) -> Config:
         ),
         store=StoreConfig(path=store_dir),
     )
-
-
-def new_demo_dir(base: Path | None = None) -> Path:
-    """A fresh private folder for a throwaway demo store (removed by the caller at exit)."""
-    return Path(tempfile.mkdtemp(prefix="carebox-demo-", dir=base))
 
 
 def build_demo_store(root: Path, now: datetime) -> None:
@@ -98,10 +92,3 @@ def open_demo(root: Path, *, keep: bool = False) -> Session:
     if keep:
         print(f"demo store kept at {session.config.store_dir()}")
     return session
-
-
-def create_demo(now: datetime, *, keep: bool = False, base: Path | None = None) -> Session:
-    """Build a demo store in a new folder and open it."""
-    root = new_demo_dir(base)
-    build_demo_store(root, now)
-    return open_demo(root, keep=keep)

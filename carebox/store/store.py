@@ -487,19 +487,7 @@ class Store:
                     )
                 ):
                     parents.setdefault(mid, []).append((pos, tok))
-        return [
-            MessageRef(
-                key=r[0],
-                message_id=r[1],
-                parents=tuple(t for _, t in sorted(parents.get(r[0], ()))),
-                subject_key=r[2],
-                counterpart=r[3],
-                date=utc(r[4]),  # type: ignore[arg-type]
-                outgoing=bool(r[5]),
-                reply_prefix=bool(r[6]),
-            )
-            for r in rows
-        ]
+        return [_message_ref(r, parents, utc(r[4])) for r in rows]  # type: ignore[arg-type]
 
     def unthreaded_refs(self) -> list[MessageRef]:
         return self._refs(T.Message.thread_id.is_(None))  # type: ignore[union-attr]
@@ -540,19 +528,7 @@ class Store:
                 (rowid,),
             ):
                 parents.setdefault(mid, []).append((pos, tok))
-        refs = [
-            MessageRef(
-                key=r[0],
-                message_id=r[1],
-                parents=tuple(t for _, t in sorted(parents.get(r[0], ()))),
-                subject_key=r[2],
-                counterpart=r[3],
-                date=_stored_time(r[4]),
-                outgoing=bool(r[5]),
-                reply_prefix=bool(r[6]),
-            )
-            for r in rows
-        ]
+        refs = [_message_ref(r, parents, _stored_time(r[4])) for r in rows]
         return refs, {r[0]: r[7] for r in rows}
 
     def refs_of_threads(self, thread_ids: Iterable[str]) -> list[MessageRef]:
@@ -987,6 +963,21 @@ def parent_ids(p: ParsedMessage) -> list[str]:
             seen.add(ref)
             out.append(ref)
     return out
+
+
+def _message_ref(row: Sequence[Any], parents: dict[str, list[tuple[int, str]]], date: datetime) -> MessageRef:
+    """A MessageRef from a row of (id, msgid token, subject token, counterpart token, date, outgoing,
+    reply prefix) and the parent tokens by message id, as (position, token)."""
+    return MessageRef(
+        key=row[0],
+        message_id=row[1],
+        parents=tuple(t for _, t in sorted(parents.get(row[0], ()))),
+        subject_key=row[2],
+        counterpart=row[3],
+        date=date,
+        outgoing=bool(row[5]),
+        reply_prefix=bool(row[6]),
+    )
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
