@@ -96,6 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return EXIT_OK
         wait = _build_demo_beside_ui_import(root)
         from carebox.services.demo import demo_session, open_demo_store
+        from carebox.ui.screens.inbox import PAGE
 
         session = demo_session(root)
         prepare = None
@@ -105,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
             def prepare() -> None:
                 wait()
-                open_demo_store(session)
+                open_demo_store(session, first_page=PAGE)
 
         try:
             return _run_ui(session, prepare)
@@ -176,11 +177,11 @@ def _build_demo_beside_ui_import(root: Path) -> Callable[[], None] | None:
     return wait
 
 
-def _run_ui(session: Any, prepare: Callable[[], None] | None = None) -> int:
+def _run_ui(session: Any, prepare: Callable[[], None] | None = None, preparing: str = "") -> int:
     from carebox.ui.app import CareboxApp
 
     _release_gc()
-    app = CareboxApp(session, clock=_now, prepare=prepare)
+    app = CareboxApp(session, clock=_now, prepare=prepare, preparing=preparing)
     app.run()
     if app.prepare_error is not None:
         raise app.prepare_error
@@ -189,9 +190,9 @@ def _run_ui(session: Any, prepare: Callable[[], None] | None = None) -> int:
 
 def cmd_open(args: argparse.Namespace) -> int:
     _hold_gc()
-    session = _open_for_ui(args)
+    session, prepare = _open_for_ui(args)
     try:
-        return _run_ui(session)
+        return _run_ui(session, prepare, preparing="Unlocking the mailbox...")
     finally:
         session.close()
 
@@ -241,16 +242,45 @@ def _key_beside(directory: Path, *, create: bool = False) -> Callable[[], bytes 
     return wait
 
 
-def _open_for_ui(args: argparse.Namespace) -> Any:
-    """Open the store while the interpreter imports the UI (see ``_key_beside``)."""
+def _open_for_ui(args: argparse.Namespace) -> tuple[Any, Callable[[], None] | None]:
+    """(session, prepare) for the app. The key is unlocked in a thread beside the config's and
+    the UI's imports (see ``_key_beside``) and, while the app starts, ``prepare`` (in the app's thread) waits for
+    it and reads the inbox's first page through the sqlite3 driver: the app paints that page and
+    opens the store (which imports SQLAlchemy and SQLModel, about half a second) after that first
+    frame. Where the first page cannot be read so (a schema or deadlines to update, say), prepare
+    opens the store itself. A passphrase to type is asked for here, before the app starts."""
+    from carebox.paths import store_dir_hint
+
+    # The key's thread starts before the config is validated (pydantic: ~0.2 s), from the store
+    # folder its raw TOML names; the validated config must agree, or the thread starts again.
+    hint = store_dir_hint(args.config)
+    wait = None
+    with contextlib.suppress(Exception):  # an unreadable key file: said below, in one line
+        wait = _key_beside(hint) if hint is not None else None
     config = _config(args)
     directory = config.store_dir().expanduser()
-    wait = _key_beside(directory)
+    if hint is None or os.path.abspath(hint) != os.path.abspath(directory):
+        wait = _key_beside(directory)
     import carebox.ui.app  # noqa: F401 - the import itself is the point: it overlaps the unlock
-    from carebox.services.session import open_session
+    from carebox.services.policy import policy_from_config
+    from carebox.services.session import Session, defer_open, open_session
+    from carebox.store.keys import key_info, unlock_data_key
+    from carebox.ui.screens.inbox import PAGE
 
-    key = wait() if wait is not None else None
-    return open_session(config, ask=_ask, store_dir=directory, data_key=key)
+    info = key_info(directory)
+    if info is None:  # no store: open_session says so in one line
+        return open_session(config, ask=_ask, store_dir=directory), None
+    if wait is None:  # a passphrase to type (three tries), before the app takes the terminal
+        key = unlock_data_key(directory, _ask)
+        wait = lambda: key  # noqa: E731
+    session = Session(config=config, store=None, policy=policy_from_config(config.policy), demo=info.demo)  # type: ignore[arg-type]
+
+    def prepare() -> None:
+        data_key = wait()
+        if data_key is None or not defer_open(session, data_key=data_key, limit=PAGE, store_dir=directory):
+            session.store = open_session(config, ask=None, store_dir=directory, data_key=data_key).store
+
+    return session, prepare
 
 
 def cmd_import(args: argparse.Namespace) -> int:

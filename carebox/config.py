@@ -13,10 +13,9 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-APP_NAME = "carebox"
+from carebox.paths import APP_NAME, default_config_path, default_store_dir, find_config  # noqa: F401 - re-exported
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -209,25 +208,6 @@ class Config(_Strict):
     @property
     def professional_address(self) -> str:
         return self.account.address if self.account else ""
-
-
-def default_config_path() -> Path:
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "carebox.toml"
-
-
-def default_store_dir() -> Path:
-    return Path(platformdirs.user_data_dir(APP_NAME)) / "store"
-
-
-def find_config(cli_path: str | os.PathLike[str] | None) -> Path | None:
-    """The config file to read, or None when there is none anywhere (defaults apply)."""
-    if cli_path:
-        return Path(cli_path)
-    env = os.environ.get("CAREBOX_CONFIG")
-    if env:
-        return Path(env)
-    path = default_config_path()
-    return path if path.exists() else None
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -198,8 +198,13 @@ def test_open_unlocks_beside_the_ui_import_and_runs_the_ui(
     assert run(capsys, "--config", str(config), "import", str(MBOX))[0] == 0
     seen: list[object] = []
 
-    def fake_ui(session) -> int:  # the app itself is tested in tests/ui
-        seen.append(session.store.all_thread_ids())
+    def fake_ui(session, prepare=None, preparing="") -> int:  # the app itself is tested in tests/ui
+        assert prepare is not None and not session.is_open
+        prepare()  # the app runs it in a thread while it starts
+        # the first page was read without the ORM, the store is left for after the first frame
+        assert session.first_page is not None and len(session.first_page.rows) >= 40
+        assert not session.is_open
+        seen.append(session.store.all_thread_ids())  # opened on first use
         return 0
 
     monkeypatch.setattr(cli, "_run_ui", fake_ui)
@@ -216,12 +221,21 @@ def test_open_with_a_wrong_scripted_passphrase_is_one_line(
     monkeypatch.setenv("CAREBOX_PASSPHRASE", "the right passphrase")
     assert run(capsys, "--config", str(config), "import", str(MBOX))[0] == 0
     monkeypatch.setenv("CAREBOX_PASSPHRASE", "a wrong passphrase")
-    monkeypatch.setattr(cli, "_run_ui", lambda session: pytest.fail("the UI ran on a locked store"))
+    sessions: list[object] = []
+
+    def fake_ui(session, prepare=None, preparing="") -> int:  # the app raises prepare's error after it exits
+        sessions.append(session)
+        assert prepare is not None
+        prepare()
+        pytest.fail("prepare opened a store with a wrong passphrase")
+
+    monkeypatch.setattr(cli, "_run_ui", fake_ui)
     files = {p: p.read_bytes() for p in (tmp_path / "store").iterdir() if p.is_file()}
     code, _, err = run(capsys, "--config", str(config), "open")
     assert code == 1
     assert "wrong passphrase" in err and err.count("\n") == 1 and "Traceback" not in err
     assert {p: p.read_bytes() for p in (tmp_path / "store").iterdir() if p.is_file()} == files
+    assert len(sessions) == 1 and not sessions[0].is_open and sessions[0].first_page is None
 
 
 def test_open_without_a_store_is_one_line(config: Path, capsys) -> None:
@@ -284,3 +298,31 @@ def test_key_beside_makes_or_unlocks_the_key_in_a_thread(tmp_path: Path, monkeyp
     assert wrong is not None
     with pytest.raises(Exception, match="wrong passphrase"):
         wrong()
+
+
+def test_open_reads_its_first_page_before_the_orm_is_imported(config: Path, capsys, monkeypatch, no_keychain) -> None:
+    """In a fresh interpreter: `carebox open` up to its first page (the key, the UI's modules,
+    prepare) imports neither SQLAlchemy nor SQLModel: they load after the first frame."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "the right passphrase")
+    assert run(capsys, "--config", str(config), "status")[0] == 1  # no store yet
+    assert run(capsys, "--config", str(config), "import", str(MBOX))[0] == 0
+    assert run(capsys, "--config", str(config), "status")[0] == 0  # opened once: its policy is on file
+    code = (
+        "import argparse, sys\n"
+        "import carebox.cli as cli\n"
+        f"session, prepare = cli._open_for_ui(argparse.Namespace(config={str(config)!r}))\n"
+        "prepare()\n"
+        "orm = sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'sqlmodel'))\n"
+        "print(len(session.first_page.rows), session.first_page.total, session.is_open, orm)\n"
+        "print(len(session.store.all_thread_ids()), session.is_open, 'sqlalchemy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    rows, total, is_open, orm = first.split(" ", 3)
+    assert int(rows) >= 40 and int(total) >= int(rows) and is_open == "False" and orm == "[]"
+    threads, is_open, imported = second.split()
+    assert int(threads) >= 60 and is_open == "True" and imported == "True"

@@ -90,3 +90,37 @@ def test_new_safety_keys_are_accepted(tmp_path: Path) -> None:
     assert cfg.policy.visit_window_days == 180
     assert cfg.identity.personal_addresses == ("maya@home.example",)
     assert {"phone", "visit", "consent", "professional_address"} <= set(cfg.templates)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[store]\npath = "{d}/a"\n', "{d}/a"),
+        ('[ui]\ntheme = "carebox-dark"\n', "default"),
+        ("", "default"),
+        ('[store]\npath = "~/carebox-store"\n', "~/carebox-store"),
+        ("[store\nbroken", None),  # not TOML: no hint, the validated config says what is wrong
+        ("store = 3\n", "default"),
+        ("[store]\npath = 3\n", None),
+    ],
+)
+def test_the_store_folder_hint_matches_the_validated_config(
+    tmp_path: Path, monkeypatch, text: str, expected: str | None
+) -> None:
+    """`carebox open` starts unlocking from this hint before the config is validated; where the
+    two agree the thread's key is used, elsewhere it is started again (cli._open_for_ui)."""
+    from carebox.paths import default_store_dir, store_dir_hint
+
+    path = tmp_path / "carebox.toml"
+    path.write_text(text.format(d=tmp_path))
+    hint = store_dir_hint(path)
+    if expected is None:
+        assert hint is None
+        return
+    want = default_store_dir() if expected == "default" else Path(expected.format(d=tmp_path)).expanduser()
+    assert hint == want
+    try:
+        config = load_config(path)
+    except ConfigError:
+        return  # an invalid config: the hint is never used
+    assert config.store_dir().expanduser() == hint

@@ -25,12 +25,12 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
 from carebox.domain.models import Address
 from carebox.domain.sanitize import clean_line
+from carebox.domain.senders import SenderStatus
 
 __all__ = [
     "LISTED_PHRASES",
@@ -1471,13 +1471,6 @@ class _LocalIndex:
 def _deletions(word: str) -> set[str]:
     """The word and every string one character shorter than it."""
     return {word, *(word[:i] + word[i + 1 :] for i in range(len(word)))}
-
-
-class SenderStatus(StrEnum):
-    VERIFIED = "verified"  # the address belongs to a patient with consent on file
-    NO_CONSENT = "no_consent"  # a patient's address, but no email consent on file
-    UNKNOWN = "unknown"  # the address is not in the directory
-    WARNING = "warning"  # something about the sender needs checking before replying
 
 
 _SEVERITY = {SenderStatus.VERIFIED: 0, SenderStatus.NO_CONSENT: 1, SenderStatus.UNKNOWN: 2, SenderStatus.WARNING: 3}

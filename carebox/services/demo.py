@@ -9,14 +9,13 @@ from datetime import datetime
 from pathlib import Path
 
 from carebox.config import AccountConfig, Config, IdentityConfig, ServerConfig, StoreConfig
-from carebox.mail.mailbox import MailboxItem
-from carebox.services.importer import import_items
-from carebox.services.safety import import_patients_csv, safety_inspector
-from carebox.services.session import Session
-from carebox.services.threads import POLICY_META, policy_fingerprint, policy_from_config
+from carebox.services.policy import POLICY_META, policy_fingerprint, policy_from_config
+from carebox.services.session import Session, defer_open
 from carebox.store.crypto import Cipher
 from carebox.store.keys import DEMO_PASSPHRASE, create_data_key, unlock_data_key
-from carebox.store.store import Store
+
+# The store, the import and the safety checks (the ORM: about half a second of imports) are
+# imported where used: the app paints the demo's inbox before they load (see open_demo_store).
 
 DEMO_ADDRESS = "dr.lindqvist@riverside-practice.example"
 DEMO_OUTBOX = "demo-outbox.mbox"
@@ -46,6 +45,10 @@ def build_demo_store(root: Path, now: datetime) -> None:
     patient directory, dated relative to ``now``. Closes the store when done, so another process
     may build it while this one starts the UI (see cli.cmd_demo)."""
     from carebox.demo.generate import demo_messages, patients_csv
+    from carebox.mail.mailbox import MailboxItem
+    from carebox.services.importer import import_items
+    from carebox.services.safety import import_patients_csv, safety_inspector
+    from carebox.store.store import Store
 
     store_dir = root / "store"
     config = demo_config(store_dir)
@@ -79,10 +82,17 @@ def demo_session(root: Path) -> Session:
     return session
 
 
-def open_demo_store(session: Session) -> None:
-    """Open the demo store built in the session's folder (its key is wrapped by the demo passphrase)."""
+def open_demo_store(session: Session, *, first_page: int = 0) -> None:
+    """Open the demo store built in the session's folder (its key is wrapped by the demo
+    passphrase). ``first_page``: read that many rows of the Due view only, and leave the store
+    for after the app's first frame (``services.session.defer_open``)."""
     store_dir = session.config.store_dir()
-    session.store = Store.open(store_dir, Cipher(unlock_data_key(store_dir)), professional=DEMO_ADDRESS)
+    key = unlock_data_key(store_dir)
+    if first_page and defer_open(session, data_key=key, limit=first_page, store_dir=store_dir):
+        return
+    from carebox.store.store import Store
+
+    session.store = Store.open(store_dir, Cipher(key), professional=DEMO_ADDRESS)
 
 
 def open_demo(root: Path, *, keep: bool = False) -> Session:

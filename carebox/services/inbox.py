@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carebox.domain.models import ThreadState
 from carebox.domain.ranking import QueueItem, rank, seconds_overdue
-from carebox.store.store import Store, StoredMessage, ThreadRow
+from carebox.store.rows import StoredMessage, ThreadRow
+
+if TYPE_CHECKING:  # the UI imports this module before the ORM is loaded (see store.peek)
+    from carebox.store.store import Store
 
 # view name -> thread states shown (None: every state)
 VIEWS: dict[str, tuple[str, ...] | None] = {

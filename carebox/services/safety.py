@@ -30,6 +30,7 @@ from carebox.domain.safety import (
     urgent_banner,
 )
 from carebox.domain.sanitize import clean_line
+from carebox.domain.senders import BADGES, badge  # noqa: F401 - re-exported
 from carebox.services.safety_checks import (
     VISIT_WINDOW_DAYS,  # noqa: F401 (re-exported)
     CheckMessage,
@@ -48,20 +49,6 @@ PARALLEL_MIN = 200  # threads to inspect in one refresh before a worker process 
 IN_FLIGHT = 2  # windows handed to the worker processes at a time (one evaluated, one waiting)
 
 # --- what the UI shows ---------------------------------------------------------------------------
-
-# sender_status column value -> (badge text, style name). The UI picks colours per style.
-BADGES: dict[str, tuple[str, str]] = {
-    SenderStatus.VERIFIED.value: ("verified", "ok"),
-    SenderStatus.NO_CONSENT.value: ("no consent", "caution"),
-    SenderStatus.UNKNOWN.value: ("unknown", "caution"),
-    SenderStatus.WARNING.value: ("check sender", "danger"),
-    "": ("", ""),
-}
-
-
-def badge(sender_status: str) -> tuple[str, str]:
-    """(text, style) of the sender badge for a thread row's ``sender_status``."""
-    return BADGES.get(sender_status, ("", ""))
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from carebox.config import Config
 from carebox.domain.deadlines import Policy
-from carebox.services.threads import ensure_policy, policy_from_config
+from carebox.services.policy import policy_from_config
 from carebox.store.crypto import Cipher
 from carebox.store.keys import KeyProblem, create_data_key, key_info, passphrase_from_env, unlock_data_key
-from carebox.store.store import Store, StoreError
+from carebox.store.rows import StoreError
+
+if TYPE_CHECKING:  # the ORM is imported when a store is opened (``carebox open`` paints first)
+    from carebox.store.peek import FirstPage
+    from carebox.store.store import Store
 
 Ask = Callable[[str], str | None]
 
@@ -21,18 +27,58 @@ class Session:
     """An unlocked store with the config and policy it is used under."""
 
     config: Config
-    store: Store
+    store: Store = field(repr=False)
     policy: Policy
     demo: bool = False
     demo_dir: Path | None = None
     extras: dict[str, object] = field(default_factory=dict)
+    # ``carebox open`` paints before the ORM is imported: the Due view's first rows (read through
+    # the sqlite3 driver, store.peek) and the function that opens the store (``open_store``) after
+    # that first frame. ``store`` is None until then.
+    first_page: FirstPage | None = None
+    opener: Callable[[], Store] | None = None
 
     @property
     def store_dir(self) -> Path:
         return self.store.directory
 
+    @property
+    def is_open(self) -> bool:
+        return self.__dict__.get("_store") is not None
+
+    def open_store(self) -> Store:
+        """The store, opened now if it was left for after the first frame."""
+        with _OPENING:
+            store = self.__dict__.get("_store")
+            if store is None:
+                if self.opener is None:
+                    raise StoreError("the store is not open")
+                store = self.opener()
+                self.__dict__["_store"] = store
+                self.opener = None
+            return store
+
     def close(self) -> None:
-        self.store.close()
+        store = self.__dict__.get("_store")
+        if store is not None:
+            store.close()
+
+
+def _get_store(session: Session) -> Store:
+    store = session.__dict__.get("_store")
+    if store is None and session.opener is not None:  # read before the app's first frame was done
+        return session.open_store()
+    return store  # type: ignore[return-value] - None only in a demo whose store is being built
+
+
+def _set_store(session: Session, store: Store | None) -> None:
+    session.__dict__["_store"] = store
+
+
+# ``store`` opens a deferred store on first use (see ``opener``); the dataclass's __init__ and
+# ``dataclasses.replace`` set it through this property.
+Session.store = property(_get_store, _set_store)  # type: ignore[assignment,method-assign]
+_OPENING = threading.RLock()
 
 
 def _new_passphrase(ask: Ask | None) -> str:
@@ -78,7 +124,41 @@ def open_session(
             data_key = create_data_key(directory, passphrase=_new_passphrase(ask), use_keychain=False)
     elif data_key is None:
         data_key = unlock_data_key(directory, ask)
+    from carebox.services.threads import ensure_policy
+    from carebox.store.store import Store
+
     store = Store.open(directory, Cipher(data_key), professional=config.professional_address, create=True)
     policy = policy_from_config(config.policy)
     ensure_policy(store, policy)
     return Session(config=config, store=store, policy=policy, demo=bool(info and info.demo))
+
+
+def defer_open(session: Session, *, data_key: bytes, limit: int, store_dir: Path | None = None) -> bool:
+    """Leave the store of ``session`` for after the app's first frame: read the Due view's first
+    ``limit`` rows through the sqlite3 driver (store.peek: SQLAlchemy is not imported yet) into
+    ``session.first_page``, and set ``session.opener`` to open the store as ``open_session``
+    does (the app calls it after that frame; ``session.store`` calls it if read sooner).
+    False, with nothing set, when the store must be opened first (missing, a schema or deadlines
+    to update, a key that does not open it): ``open_session`` then says or does what is needed."""
+    from carebox.services.policy import POLICY_META, policy_fingerprint
+    from carebox.store.peek import first_page
+
+    config = session.config
+    directory = (store_dir or config.store_dir()).expanduser()
+    cipher = Cipher(data_key)
+    policy = session.policy
+    page = first_page(directory, cipher, limit, {POLICY_META: policy_fingerprint(policy)})
+    if page is None:
+        return False
+
+    def opener() -> Store:
+        from carebox.services.threads import ensure_policy
+        from carebox.store.store import Store
+
+        store = Store.open(directory, cipher, professional=config.professional_address)
+        ensure_policy(store, policy)
+        return store
+
+    session.first_page = page
+    session.opener = opener
+    return True

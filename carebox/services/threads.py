@@ -3,48 +3,20 @@ it touches gets its state and due time recomputed under the practice's policy.""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from carebox.config import DAY_NAMES, PolicyConfig
 from carebox.domain.deadlines import Policy, summarize
 from carebox.domain.models import Address, MessageRef, ParsedMessage, ThreadState
 from carebox.domain.threading import assign_thread_ids, thread_groups
+from carebox.services.policy import POLICY_META, policy_fingerprint, policy_from_config  # noqa: F401 - re-exported
 from carebox.store.store import Store, ThreadFacts, new_id, parent_ids
 
-POLICY_META = "policy_fingerprint"
 OVERLAP_MIN = 500  # messages to (re)assign before rethread(overlap=True) writes them beside the summaries
 
 # Thread-level checks (urgency, sender status, scope) plug in here: a function that looks at a
 # thread's decrypted heads and returns extra clear columns for its row.
 ThreadInspector = Callable[[Store, str, Sequence[MessageRef], dict[str, Any]], dict[str, Any]]
-
-
-def policy_from_config(cfg: PolicyConfig) -> Policy:
-    return Policy(
-        response_hours=cfg.response_hours,
-        business_hours=cfg.business_span(),
-        working_days=frozenset(DAY_NAMES.index(d) for d in cfg.working_days),
-        holidays=frozenset(cfg.holidays) if cfg.holidays else frozenset[date](),
-        tz=ZoneInfo(cfg.timezone),
-        category_hours=dict(cfg.category_hours),
-    )
-
-
-def policy_fingerprint(policy: Policy) -> str:
-    data = {
-        "h": policy.response_hours,
-        "b": [str(t) for t in policy.business_hours] if policy.business_hours else None,
-        "w": sorted(policy.working_days),
-        "x": sorted(str(d) for d in policy.holidays),
-        "z": str(policy.tz),
-        "c": sorted(policy.category_hours.items()),
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class ProvisionalThreads:

@@ -4,7 +4,10 @@ entries in MIGRATIONS (ALTER TABLE ...), never edits to an earlier one."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # LATEST is read before the ORM is imported (store.peek)
+    from sqlalchemy import Connection
 
 V1 = [
     """CREATE TABLE audit (
@@ -174,6 +177,8 @@ class SchemaTooNew(Exception):
 
 
 def current_version(conn: Connection) -> int:
+    from sqlalchemy import text
+
     has_meta = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'")).first()
     if not has_meta:
         return 0
@@ -183,6 +188,8 @@ def current_version(conn: Connection) -> int:
 
 def migrate(conn: Connection) -> tuple[int, int]:
     """Upgrade to LATEST. Returns (from_version, to_version). The caller commits."""
+    from sqlalchemy import text
+
     start = current_version(conn)
     if start > LATEST:
         raise SchemaTooNew(

@@ -15,7 +15,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,29 +25,26 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from carebox.domain.models import Address, MessageRef, ParsedMessage, ThreadState
+from carebox.domain.models import Address, MessageRef, ParsedMessage
 from carebox.domain.subjects import has_reply_prefix, normalize_subject
 from carebox.store import tables as T
 from carebox.store.crypto import Cipher
 from carebox.store.migrations import migrate
+from carebox.store.rows import (  # StoreError and utc are used and re-exported
+    StoredMessage,
+    StoreError,
+    ThreadRow,
+    read_due_page,
+    read_thread_rows,
+    utc,
+)
 
 DB_FILE = "carebox.db"
 PAGE_SIZE = 16384  # for new stores
 
 
-class StoreError(Exception):
-    """A store problem, worded as one line for the user."""
-
-
 def new_id() -> str:
     return secrets.token_hex(8)
-
-
-def utc(dt: datetime | None) -> datetime | None:
-    """Aware UTC from a stored naive-UTC value."""
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def db_time(dt: datetime | None) -> datetime | None:
@@ -74,53 +71,6 @@ class AddResult:
     added: list[str]
     duplicates: int = 0
     malformed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadRow:
-    """One line of the inbox, decrypted."""
-
-    id: str
-    state: ThreadState
-    tag: str | None
-    due_at: datetime | None
-    waiting_since: datetime | None
-    last_date: datetime
-    message_count: int
-    unread: int
-    urgent: bool
-    sender_status: str
-    suggested_tag: str | None
-    patient_name: str
-    patient_addr: str
-    subject: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """One message, decrypted, for reading."""
-
-    id: str
-    thread_id: str | None
-    folder: str
-    uid: int | None
-    date: datetime
-    outgoing: bool
-    flags: frozenset[str]
-    malformed: bool
-    deleted_on_server: bool
-    message_id: str
-    subject: str
-    sender: Address
-    body: str
-    to: tuple[Address, ...] = ()
-    cc: tuple[Address, ...] = ()
-    reply_to: tuple[Address, ...] = ()
-    references: tuple[str, ...] = ()
-    in_reply_to: tuple[str, ...] = ()
-    auth_results: str = ""
-    problem: str = ""
-    attachments: tuple[tuple[str, str, int], ...] = field(default=())  # (id, filename, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -722,52 +672,14 @@ class Store:
         """Ids of waiting threads in queue order (urgent first, then by due time, then last
         activity and id: the order of domain.ranking.rank) and how many there are in all."""
         with self.engine.connect() as conn:
-            total = int(
-                conn.execute(
-                    select(func.count()).select_from(T.Thread).where(T.Thread.state == ThreadState.WAITING.value)
-                ).scalar_one()
-            )
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    select(T.Thread.id)
-                    .where(T.Thread.state == ThreadState.WAITING.value)
-                    .order_by(
-                        T.Thread.urgent.desc(),  # type: ignore[attr-defined]
-                        T.Thread.due_at.is_(None),  # type: ignore[union-attr]
-                        T.Thread.due_at,
-                        T.Thread.last_date,
-                        T.Thread.id,
-                    )
-                    .offset(offset)
-                    .limit(limit)
-                )
-            ]
-        return ids, total
+            return read_due_page(conn.exec_driver_sql, offset, limit)
 
     def thread_rows(self, thread_ids: Sequence[str]) -> list[ThreadRow]:
         """Decrypted rows, in the order of ``thread_ids``."""
-        found: dict[str, ThreadRow] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(thread_ids), 900):
-                for t in conn.execute(select(T.Thread).where(T.Thread.id.in_(chunk))):  # type: ignore[attr-defined]
-                    found[t.id] = ThreadRow(
-                        id=t.id,
-                        state=ThreadState(t.state),
-                        tag=t.tag,
-                        due_at=utc(t.due_at),
-                        waiting_since=utc(t.waiting_since),
-                        last_date=utc(t.last_date),  # type: ignore[arg-type]
-                        message_count=t.message_count,
-                        unread=t.unread,
-                        urgent=bool(t.urgent),
-                        sender_status=t.sender_status,
-                        suggested_tag=t.suggested_tag,
-                        patient_name=self.open_text("thread", "patient_name", t.id, t.patient_name_enc),
-                        patient_addr=self.open_text("thread", "patient_addr", t.id, t.patient_addr_enc),
-                        subject=self.open_text("thread", "subject", t.id, t.subject_enc),
-                    )
-        return [found[t] for t in thread_ids if t in found]
+            return read_thread_rows(
+                lambda sql, params: conn.exec_driver_sql(sql, tuple(params)), thread_ids, self.open_text
+            )
 
     def thread_messages(self, thread_id: str) -> list[StoredMessage]:
         with self.engine.connect() as conn:

@@ -68,15 +68,22 @@ class CareboxApp(App[None]):
         page_size: int = PAGE,
         background_sync: bool = True,
         prepare: Callable[[], None] | None = None,
+        preparing: str = "",
     ) -> None:
         """``prepare``: work that must finish before the inbox can show (``carebox demo`` waits
         there for its store, built by another process): it runs in a thread while the app starts,
-        with only quitting possible meanwhile; if it raises, the app exits and ``prepare_error``
-        holds the exception."""
+        with only quitting possible meanwhile and ``preparing`` (a line) on the screen; if it
+        raises, the app exits and ``prepare_error`` holds the exception.
+
+        A session whose store is not open yet (``services.session.peek_session``) paints the Due
+        view's first page from ``session.first_page``, then opens the store right after that
+        first frame (keys typed meanwhile wait for it, in order; anything that reads the store
+        before then opens it at once)."""
         super().__init__()
         self.session = session
         self._prepare = prepare
         self.preparing = prepare is not None
+        self._preparing_line = preparing or "Preparing the mailbox..."
         self.prepare_error: BaseException | None = None
         self.clock = clock or (lambda: datetime.now(UTC))
         self.undo_seconds = undo_seconds
@@ -143,11 +150,9 @@ class CareboxApp(App[None]):
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         if self._prepare is not None:
-            from textual.widgets import Static
-
-            self.mount(Static(Text(" Preparing the mailbox..."), id="preparing"))
             self.run_worker(self._run_prepare, thread=True, group="prepare")
-            return
+        # The inbox is laid out meanwhile (empty, saying what it waits for): once prepared, only
+        # its rows are left to paint.
         self._start()
 
     def _run_prepare(self) -> None:
@@ -161,9 +166,21 @@ class CareboxApp(App[None]):
 
     def _prepared(self) -> None:
         self.preparing = False
-        with contextlib.suppress(Exception):
-            self.query_one("#preparing").remove()
-        self._start()
+        inbox_screen = self.inbox_screen
+        if inbox_screen is not None:
+            inbox_screen.reload(keep_cursor=False)
+            inbox_screen.refresh_bindings()
+            self._after_frame_of(inbox_screen)
+
+    def _after_frame_of(self, inbox_screen: InboxScreen) -> None:
+        # after the inbox's first frame with rows (a callback queued on the screen that is current
+        # then); the timer covers a screen pushed on top before that frame was drawn
+        inbox_screen.call_after_refresh(self._after_first_frame)
+        self.set_timer(1.0, self._after_first_frame)
+
+    @property
+    def preparing_line(self) -> str:
+        return self._preparing_line
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.preparing:  # nothing to act on yet: only quitting
@@ -173,10 +190,8 @@ class CareboxApp(App[None]):
     def _start(self) -> None:
         inbox_screen = InboxScreen(page_size=self.page_size)
         self.push_screen(inbox_screen)
-        # after the inbox's first frame (a callback queued on the screen that is current then);
-        # the timer covers a screen pushed on top before that frame was drawn
-        inbox_screen.call_after_refresh(self._after_first_frame)
-        self.set_timer(1.0, self._after_first_frame)
+        if not self.preparing:
+            self._after_frame_of(inbox_screen)
         self.set_interval(STATUS_SECONDS, self.refresh_status)
         self.set_interval(TICK_SECONDS, self._tick)
         minutes = self.session.config.ui.auto_lock_minutes
@@ -186,10 +201,29 @@ class CareboxApp(App[None]):
             self.notify(line, severity="warning", markup=False, timeout=10)
 
     def _after_first_frame(self) -> None:
-        """Work that must not delay the first painted inbox: status, sync, service notices."""
+        """Work that must not delay the first painted inbox: opening a store the first page was
+        read without, then status, sync, service notices."""
         if self._started:
             return
         self._started = True
+        if self.session.is_open:
+            self._store_ready()
+            return
+        # The ORM's import (about half a second) runs in a thread: the rows keep painting and
+        # moving the cursor works meanwhile; anything that reads the store waits for it.
+        self.run_worker(self._open_store, thread=True, group="open", exit_on_error=False)
+
+    def _open_store(self) -> None:
+        try:
+            self.session.open_store()
+        except Exception as exc:  # shown by the caller in one line, after the app has exited
+            self.prepare_error = exc
+            self.call_from_thread(self.exit, None, 1)
+            return
+        self.call_from_thread(self._store_ready)
+
+    def _store_ready(self) -> None:
+        self.session.first_page = None  # the inbox holds its rows; nothing else needs these
         self.refresh_status()
         if self.background_sync:
             self._start_sync()

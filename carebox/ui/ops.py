@@ -201,10 +201,11 @@ async def flush(session: Session, *, now: datetime) -> str | None:
 
 
 def badge(sender_status: str) -> tuple[str, str]:
-    mod = safety()
-    if mod is not None and hasattr(mod, "badge"):
-        return mod.badge(sender_status)
-    return (sender_status.replace("_", " "), "") if sender_status else ("", "")
+    """(text, style) of a row's sender badge (no import of the safety service: the first rows
+    are painted before it loads)."""
+    from carebox.domain.senders import badge as sender_badge
+
+    return sender_badge(sender_status)
 
 
 def need_safety() -> ModuleType:

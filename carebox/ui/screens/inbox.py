@@ -97,6 +97,9 @@ class InboxScreen(Screen[None]):
         """Fetch the view again (after an action, a view change, a sync, the minute tick)."""
         if self.capp.locked:
             return
+        if self.capp.preparing:  # the store is not ready yet: an empty list saying so
+            self._show_state()
+            return
         if self.view == "outbox":
             self._load_outbox()
             return
@@ -116,7 +119,18 @@ class InboxScreen(Screen[None]):
             # a 100,000-message store costs milliseconds); the other views keep their ranking
             # (clear columns), so paging in decrypts just the next rows.
             limit = max(self.page_size, len(self.rows)) if keep_cursor else self.page_size
-            store = self.capp.session.store
+            session = self.capp.session
+            first = session.first_page
+            if first is not None and not session.is_open and self.view == "due":
+                # painted before the store opens (it opens right after this frame): the first
+                # page was read through the driver already (services.session.peek_session)
+                self._ranked = None
+                self.total = first.total
+                self._fill(list(first.rows[:limit]), current, index)
+                self._place_cursor(current, index)
+                self._show_state()
+                return
+            store = session.store
             if self.view == "due":
                 self._ranked = None
                 ids, self.total = inbox.due_ids(store, 0, limit)
@@ -237,7 +251,9 @@ class InboxScreen(Screen[None]):
             empty.display = False
             return
         empty.display = True
-        if self.filter_text:
+        if self.capp.preparing:
+            empty.update(Text(self.capp.preparing_line))
+        elif self.filter_text:
             empty.update(Text("Nothing matches the filter. escape clears it."))
         elif is_outbox:
             empty.update(Text("The outbox is empty: every reply has been sent."))
@@ -451,6 +467,8 @@ class InboxScreen(Screen[None]):
     # --- actions on threads -------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.capp.preparing:  # nothing to act on yet
+            return False
         if action in OUTBOX_ACTIONS:
             return self.view == "outbox"
         if action in TRIAGE_ACTIONS or action == "filter":
