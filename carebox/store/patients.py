@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 
 from carebox.domain.models import Address
 from carebox.domain.safety import DirectoryPatient
@@ -71,24 +71,24 @@ def save_patients(store: Store, patients: Sequence[DirectoryPatient]) -> list[Di
     ``PatientConflict`` (and writes nothing) when an address belongs to another patient."""
     saved: list[DirectoryPatient] = []
     with store.engine.begin() as conn:
+        run = conn.exec_driver_sql  # plain statements: ~20x less per row than compiled ones (a directory import)
         for p in patients:
             pid = p.id or new_id()
             emails = tuple(dict.fromkeys(normalize_email(e) for e in p.emails if e.strip()))
             p = DirectoryPatient(pid, p.name, emails, p.phone, p.consent_date, p.last_visit, p.next_visit)
             tokens = [_addr_token(store, e) for e in emails]
             for tok in tokens:
-                owner = conn.execute(select(T.PatientEmail.patient_id).where(T.PatientEmail.token == tok)).first()
+                owner = run("SELECT patient_id FROM patient_email WHERE token = ?", (tok,)).first()
                 if owner is not None and owner[0] != pid:
                     raise PatientConflict("an address is already on file for another patient")
             blob = store.seal("patient", "data", pid, _json(p))
-            exists = conn.execute(select(T.Patient.id).where(T.Patient.id == pid)).first()
-            if exists:
-                conn.execute(T.Patient.__table__.update().where(T.Patient.id == pid).values(data_enc=blob))  # type: ignore[attr-defined]
-                conn.execute(delete(T.PatientEmail).where(T.PatientEmail.patient_id == pid))  # type: ignore[arg-type]
+            if run("SELECT 1 FROM patient WHERE id = ?", (pid,)).first():
+                run("UPDATE patient SET data_enc = ? WHERE id = ?", (blob, pid))
+                run("DELETE FROM patient_email WHERE patient_id = ?", (pid,))
             else:
-                conn.execute(insert(T.Patient).values(id=pid, data_enc=blob))
+                run("INSERT INTO patient (id, data_enc) VALUES (?, ?)", (pid, blob))
             if tokens:
-                conn.execute(insert(T.PatientEmail), [{"token": t, "patient_id": pid} for t in tokens])
+                run("INSERT INTO patient_email (token, patient_id) VALUES (?, ?)", [(t, pid) for t in tokens])
             saved.append(p)
     return saved
 
