@@ -59,9 +59,12 @@ class Session:
             return store
 
     def close(self) -> None:
-        store = self.__dict__.get("_store")
-        if store is not None:
-            store.close()
+        with _OPENING:  # after an open in progress (the app quit while its store was opening)
+            store = self.__dict__.get("_store")
+            self.opener = None
+            self.first_page = None
+            if store is not None:
+                store.close()
 
 
 def _get_store(session: Session) -> Store:

@@ -489,6 +489,7 @@ class CareboxApp(App[None]):
                 forget()
             await self.pop_screen()
         self.status_text = Text("")
+        self.session.first_page = None  # decrypted rows read before the store opened, if still held
         lock_service.lock(self.session, reason=reason, now=self.clock())
         minutes = self.session.config.ui.auto_lock_minutes
         why = (
