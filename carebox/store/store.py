@@ -74,6 +74,8 @@ class AddResult:
     added: list[str]
     duplicates: int = 0
     malformed: int = 0
+    # (position in the items, new row id, its date as stored and read back) of each added message
+    placed: tuple[tuple[int, str, datetime | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,15 +336,17 @@ class Store:
             ctokens = [self.token("content", _content_key(it.raw)) for it in items]
             content_tokens = {tok: it for tok, it in zip(ctokens, items, strict=True) if it.uid is None}
             have_content: set[str] = set()
+            # "+folder_id": SQLite would otherwise pick the folder index and read every row of the
+            # folder for each batch (a first sync's batches got slower as the folder grew); the
+            # token (or UID-is-NULL) index finds the few candidate rows directly.
             if content_tokens:
                 for chunk in _chunks(list(content_tokens), 900):
                     have_content.update(
                         r[0]
-                        for r in conn.execute(
-                            select(T.Message.content_token).where(
-                                T.Message.folder_id == fid,
-                                T.Message.content_token.in_(chunk),  # type: ignore[attr-defined]
-                            )
+                        for r in conn.exec_driver_sql(
+                            "SELECT content_token FROM message WHERE +folder_id = ? "  # noqa: S608
+                            f"AND content_token IN ({', '.join('?' * len(chunk))})",
+                            (fid, *chunk),
                         )
                     )
             # A reply carebox sent is kept as a UID-less local copy in the Sent folder; when sync
@@ -351,16 +355,15 @@ class Store:
             mtokens = [self.token("msgid", it.parsed.message_id) for it in items]  # once per message
             with_uid_tokens = [t for it, t in zip(items, mtokens, strict=True) if it.uid is not None]
             for chunk in _chunks([t for t in with_uid_tokens if t], 900):
-                for mid, tok in conn.execute(
-                    select(T.Message.id, T.Message.msgid_token).where(
-                        T.Message.folder_id == fid,
-                        T.Message.uid.is_(None),  # type: ignore[union-attr]
-                        T.Message.msgid_token.in_(chunk),  # type: ignore[attr-defined]
-                    )
+                for mid, tok in conn.exec_driver_sql(
+                    "SELECT id, msgid_token FROM message WHERE +folder_id = ? AND uid IS NULL "  # noqa: S608
+                    f"AND msgid_token IN ({', '.join('?' * len(chunk))}) ORDER BY rowid",
+                    (fid, *chunk),
                 ):
                     local_copies.setdefault(tok, mid)
             seen_in_batch: set[object] = set()
-            for it, ctoken, mtoken in zip(items, ctokens, mtokens, strict=True):
+            placed: list[tuple[int, str, datetime | None]] = []
+            for pos_in_batch, (it, ctoken, mtoken) in enumerate(zip(items, ctokens, mtokens, strict=True)):
                 if it.uid is not None and it.uid not in have_uids:
                     claimed = local_copies.pop(mtoken, None)
                     if claimed is not None:
@@ -385,6 +388,7 @@ class Store:
                 outgoing = self.is_outgoing(p)
                 other = self.counterpart(p, outgoing)
                 date = p.date or it.internal_date or datetime.now(UTC)
+                stored_date = _driver_value(db_time(date))
                 extra = {
                     "to": _addr_json(p.to),
                     "cc": _addr_json(p.cc),
@@ -408,7 +412,7 @@ class Store:
                         self.token("addr", other.addr),
                         ctoken,
                         has_reply_prefix(p.subject),
-                        _driver_value(db_time(date)),
+                        stored_date,
                         _driver_value(db_time(it.internal_date)),
                         len(it.raw),
                         " ".join(sorted(it.flags)),
@@ -443,6 +447,7 @@ class Store:
                         )
                     )
                 added.append(mid)
+                placed.append((pos_in_batch, mid, _read_back(stored_date)))
             # Straight to the driver: the same columns and values (datetimes as SQLAlchemy's text)
             # as the typed inserts, without their per-row overhead.
             if rows:
@@ -454,7 +459,7 @@ class Store:
                     _insert_sql("attachment", ("id", "message_id", "position", "size", "info_enc", "data_enc")),
                     attachments,
                 )
-        return AddResult(added, duplicates, malformed)
+        return AddResult(added, duplicates, malformed, tuple(placed))
 
     def message_count(self, folder: str | None = None) -> int:
         q = select(func.count()).select_from(T.Message)
@@ -933,6 +938,14 @@ def _stored_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return utc(value)  # type: ignore[return-value]
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _read_back(value: Any) -> datetime | None:
+    """A datetime column value as a later read gives it (None if it would not read back)."""
+    try:
+        return _stored_time(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _insert_sql(table: str, cols: Sequence[str]) -> str:
