@@ -25,12 +25,15 @@ Per folder, in one pass:
    one STORE per distinct change) and marked done; until then they win over the server's flags.
 
 Threading (and the thread inspectors) runs once, after every folder is downloaded, so a
-conversation that spans many batches is summarised and inspected once. Downloaded rows are written
-with a provisional thread id (``threads.ProvisionalThreads``: rewriting every row afterwards to set
-it cost as much as writing it); a mark in ``meta`` (``syncstate.THREADS_PENDING_META``, set before
-the first such row) makes ``rethread(after=...)`` thread them exactly, with the rows that have no
-thread, and is cleared once their summaries are written: a crash leaves nothing unthreaded past the
-next sync.
+conversation that spans many batches is summarised and inspected once. During a big download a
+low-priority worker process (``MessageParser.background``) inspects the threads of the committed
+batches ahead of time (``safety.EarlyInspection``, using the CPU the download leaves over); an
+answer computed that way is used only for a thread that ends up with exactly the same messages.
+Downloaded rows are written with a provisional thread id (``threads.ProvisionalThreads``:
+rewriting every row afterwards to set it cost as much as writing it); a mark in ``meta``
+(``syncstate.THREADS_PENDING_META``, set before the first such row) makes ``rethread(after=...)``
+thread them exactly, with the rows that have no thread, and is cleared once their summaries are
+written: a crash leaves nothing unthreaded past the next sync.
 (Nothing shows the threads before the pass ends: the app refreshes its inbox on the report.)
 
 A crash at any point leaves a store that the next sync completes: committed batches are never
@@ -303,6 +306,7 @@ class MessageParser:
         self.budget = budget
         self.workers = workers or max(1, min(2, (os.cpu_count() or 1) - 1))
         self._pool: ProcessPoolExecutor | None = None
+        self._background: ProcessPoolExecutor | None = None
         self._threads: ThreadPoolExecutor | None = None
 
     def wants_pool(self, n_messages: int) -> bool:
@@ -324,13 +328,20 @@ class MessageParser:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["carebox.mail.parse"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context())
         return self._pool
+
+    def background(self) -> ProcessPoolExecutor:
+        """One more worker process, at a lower priority (nice +10): work handed to it uses the
+        CPU time that parsing, fetching and storing leave over, without slowing them (a sync's
+        thread inspection during the download: safety.EarlyInspection)."""
+        if self._background is None:
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._background = ProcessPoolExecutor(max_workers=1, mp_context=_mp_context(), initializer=_lower_priority)
+        return self._background
 
     def _get_threads(self) -> ThreadPoolExecutor:
         if self._threads is None:
@@ -436,21 +447,41 @@ class MessageParser:
 
     def _kill_pool(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        procs = list(getattr(pool, "_processes", {}).values())  # no public way to stop a running task
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        background, self._background = self._background, None
+        for p in (pool, background):
+            if p is not None:
+                _kill(p)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        background, self._background = self._background, None
+        for p in (background, pool):
+            if p is not None:
+                p.shutdown(wait=True, cancel_futures=True)
         threads, self._threads = self._threads, None
         if threads is not None:
             threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _mp_context() -> Any:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")  # clean children, no copy of the app's threads
+    ctx.set_forkserver_preload(["carebox.mail.parse"])
+    return ctx
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    procs = list(getattr(pool, "_processes", {}).values())  # no public way to stop a running task
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _store_thread() -> ThreadPoolExecutor:
@@ -542,6 +573,7 @@ class _SyncRun:
         self._provisional_threads: Any = None
         self._marked = False  # the provisional-threads mark is set (by this pass or an unfinished one)
         self._drain: Any = None  # syncstate.WalDrain during a long download
+        self._early: Any = None  # safety.EarlyInspection while the workers inspect during a download
 
     # -- plumbing --
 
@@ -592,6 +624,8 @@ class _SyncRun:
         from carebox.services.threads import refresh_threads, rethread
         from carebox.store.syncstate import THREADS_PENDING_META, threads_pending_after, unthreaded_count
 
+        if self._early is not None:
+            self._early.finish()  # the workers inspect what is left while the threads are worked out
         after = threads_pending_after(self.store)
         if not self._stale_threads and after is None and not unthreaded_count(self.store):
             return  # nothing to do: do not even load the safety inspector's patient directory
@@ -781,11 +815,12 @@ class _SyncRun:
         async def commit(batch: list[FetchedMessage], fut: asyncio.Future[list[ParsedMessage]]) -> None:
             nonlocal done
             parsed = await fut
+            if use_pool and not done:
+                # threading lends the workers its checks, and they inspect threads during the download
+                await self.db(self._warm_checks)
             await self.db(self._store_batch, name, role, uv, batch, parsed, fr, claims)
             if self._drain is not None:
                 self._drain.poke()
-            if use_pool and not done:
-                await self.db(self._warm_checks)  # threading lends the workers its checks
             done += len(batch)
             self._tell("downloading", name, done, total)
 
@@ -823,6 +858,10 @@ class _SyncRun:
         for inspector in self._inspectors:
             if hasattr(inspector, "warm"):
                 inspector.warm(pool)
+            if self._early is None and hasattr(inspector, "early"):
+                from carebox.services.safety import EarlyInspection
+
+                self._early = inspector.early = EarlyInspection(inspector, self.parser.background())
 
     def _mark_provisional(self) -> None:
         """Before the first row with a provisional thread id: note where they start (a crash
@@ -885,6 +924,15 @@ class _SyncRun:
         if claims:
             S.mark_present(self.store, name, [m.uid for m in batch])
         S.save_position(self.store, name, role=role, uidvalidity=uv, uidnext=max(m.uid for m in batch) + 1)
+        if self._early is not None:
+            try:
+                self._early.add(
+                    (mid, items[i].thread_id, when, self.store.is_outgoing(items[i].parsed), items[i].parsed)
+                    for i, mid, when in added.placed
+                )
+            except Exception as exc:  # only a head start: threading inspects everything anyway
+                log.warning("early thread inspection stopped (%s)", type(exc).__name__)
+                self._early = None
 
     async def _push(self, name: str, fr: FolderReport) -> None:
         """Send the journaled local flag changes of this folder, then mark them done."""
