@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from carebox.config import Config
     from carebox.mail.imap import FetchedMessage, ImapClient, ImapSettings
     from carebox.services.session import Session
+    from carebox.store.sealing import SealedMessage
     from carebox.store.store import NewMessage, Store
 
 __all__ = [
@@ -281,6 +282,28 @@ def _parse_chunk(raws: list[bytes], budget: float) -> list[ParsedMessage]:
     return out
 
 
+def _parse_seal_chunk(
+    raws: list[bytes], dates: list[datetime | None], budget: float, sealing: tuple[tuple[bytes, bytes], str]
+) -> list[tuple[ParsedMessage, SealedMessage]]:
+    """In a worker process: ``_parse_chunk``, then each message's row sealed (with the store's
+    sealing keys, never its data key); the parsed message goes back without its attachment bytes."""
+    import dataclasses
+
+    from carebox.store.crypto import Cipher
+    from carebox.store.sealing import seal_message
+
+    keys, professional = sealing
+    cipher = Cipher.for_sealing(keys)
+    out = []
+    for raw, date, p in zip(raws, dates, _parse_chunk(raws, budget), strict=True):
+        sealed = seal_message(cipher, professional, raw, p, date)
+        if p.attachments:
+            p = dataclasses.replace(p, attachments=tuple(dataclasses.replace(a, data=b"") for a in p.attachments))
+        out.append((p, sealed))
+    cipher.forget()
+    return out
+
+
 def _warm() -> int:
     return os.getpid()
 
@@ -360,7 +383,29 @@ class MessageParser:
                 log.warning("parse workers failed; parsing in a thread instead")
         return await self._parse_threads(list(raws))
 
-    async def _parse_processes(self, raws: list[bytes]) -> list[ParsedMessage]:
+    async def parse_sealed(
+        self,
+        raws: Sequence[bytes],
+        dates: Sequence[datetime | None],
+        sealing: tuple[tuple[bytes, bytes], str],
+        *,
+        pool: bool = False,
+    ) -> list[tuple[ParsedMessage, SealedMessage | None]]:
+        """``parse``, and with worker processes also each message's row sealed in the worker
+        (``store.sealing.seal_message``: ``sealing`` is the store's ``Cipher.sealing_keys()`` and
+        professional address, ``dates`` the INTERNALDATEs), so the store thread only inserts.
+        The attachment bytes of a sealed message are not sent back (they are in its rows).
+        Parsed in a thread (no workers, or a failed worker): (message, None), sealed when stored."""
+        if not raws:
+            return []
+        if pool:
+            try:
+                return await self._parse_processes(list(raws), (list(dates), sealing))
+            except _PoolBroken:
+                log.warning("parse workers failed; parsing in a thread instead")
+        return [(p, None) for p in await self._parse_threads(list(raws))]
+
+    async def _parse_processes(self, raws: list[bytes], sealed: tuple[list[Any], Any] | None = None) -> list[Any]:
         from concurrent.futures.process import BrokenProcessPool
 
         loop = asyncio.get_running_loop()
@@ -368,19 +413,27 @@ class MessageParser:
         n_chunks = max(1, min(len(raws), self.workers))
         size = -(-len(raws) // n_chunks)
         chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
-        futs = [loop.run_in_executor(pool, _parse_chunk, c, self.budget) for c in chunks]
+        if sealed is None:
+            futs = [loop.run_in_executor(pool, _parse_chunk, c, self.budget) for c in chunks]
+        else:
+            dates, sealing = sealed
+            futs = [
+                loop.run_in_executor(pool, _parse_seal_chunk, c, dates[i : i + size], self.budget, sealing)
+                for i, c in zip(range(0, len(raws), size), chunks, strict=True)
+            ]
         for f in futs:
             f.add_done_callback(_retrieve)
         # every message has its own SIGALRM budget; this deadline only catches a stuck worker
         deadline = self.budget * size * 2 + 30
-        out: list[ParsedMessage] = []
+        out: list[Any] = []
         try:
             for chunk, fut in zip(chunks, futs, strict=True):
                 try:
                     out.extend(await asyncio.wait_for(asyncio.shield(fut), deadline))
                 except TimeoutError:
                     self._kill_pool()
-                    out.extend(await self._parse_threads(chunk))
+                    fallback = await self._parse_threads(chunk)
+                    out.extend(fallback if sealed is None else [(p, None) for p in fallback])
                 except BrokenProcessPool:
                     self._kill_pool()
                     raise _PoolBroken from None
@@ -467,7 +520,7 @@ def _mp_context() -> Any:
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")  # clean children, no copy of the app's threads
-    ctx.set_forkserver_preload(["carebox.mail.parse"])
+    ctx.set_forkserver_preload(["carebox.mail.parse", "carebox.store.sealing"])
     return ctx
 
 
@@ -788,6 +841,8 @@ class _SyncRun:
             self._drain = WalDrain(self.store)
             self._drain.start()
         claims = await self.db(_has_uidless, self.store, name)
+        # with worker processes, they seal the rows too (the store thread only inserts them)
+        sealing = (self.store.cipher.sealing_keys(), self.store.professional) if use_pool else None
         self._tell("downloading", name, 0, total)
         queue: asyncio.Queue[tuple[list[FetchedMessage], asyncio.Future[list[ParsedMessage]]]] = asyncio.Queue(
             QUEUE_BATCHES
@@ -805,14 +860,19 @@ class _SyncRun:
                 while remaining:
                     try:
                         async for batch in client.fetch_batches(remaining, BATCH):
-                            fut = asyncio.ensure_future(self.parser.parse([m.raw for m in batch], pool=use_pool))
+                            raws = [m.raw for m in batch]
+                            if sealing is None:
+                                fut = asyncio.ensure_future(self.parser.parse(raws, pool=use_pool))
+                            else:
+                                dates = [m.internaldate for m in batch]
+                                fut = asyncio.ensure_future(self.parser.parse_sealed(raws, dates, sealing, pool=True))
                             await queue.put((batch, fut))
                         remaining = []
                     except ImapMessageTooLarge as exc:  # nothing of that slice was downloaded
                         fr.too_large.update(exc.oversized)
                         remaining = [u for u in remaining if u not in exc.oversized]
 
-        async def commit(batch: list[FetchedMessage], fut: asyncio.Future[list[ParsedMessage]]) -> None:
+        async def commit(batch: list[FetchedMessage], fut: asyncio.Future[list[Any]]) -> None:
             nonlocal done
             parsed = await fut
             if use_pool and not done:
@@ -877,15 +937,21 @@ class _SyncRun:
         role: str,
         uv: int,
         batch: list[FetchedMessage],
-        parsed: list[ParsedMessage],
+        results: list[Any],
         fr: FolderReport,
         claims: bool,
     ) -> None:
         """In the store thread: claim re-found rows, add the rest (one transaction), then move the
-        position past this batch (data before state)."""
+        position past this batch (data before state). ``results``: ParsedMessage each, or
+        (ParsedMessage, SealedMessage | None) from ``MessageParser.parse_sealed``."""
         from carebox.store import syncstate as S
         from carebox.store.store import NewMessage
 
+        if results and isinstance(results[0], tuple):
+            parsed: list[ParsedMessage] = [r[0] for r in results]
+            sealed: list[SealedMessage | None] = [r[1] for r in results]
+        else:
+            parsed, sealed = results, [None] * len(results)
         if not self._marked:  # the store is written only once messages arrive
             self._mark_provisional()
             self._marked = True
@@ -899,8 +965,9 @@ class _SyncRun:
                 internal_date=m.internaldate,
                 source=f"imap:{m.uid}",
                 thread_id=tid,
+                sealed=sm,
             )
-            for m, p, tid in zip(batch, parsed, thread_ids, strict=True)
+            for m, p, tid, sm in zip(batch, parsed, thread_ids, sealed, strict=True)
         ]
         if claims:
             claim_items = [

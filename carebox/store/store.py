@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +25,18 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from carebox.domain.models import Address, MessageRef, ParsedMessage, ThreadState
-from carebox.domain.subjects import has_reply_prefix, normalize_subject
+from carebox.store import sealing as _sealing
 from carebox.store import tables as T
-from carebox.store.crypto import Cipher
+from carebox.store.crypto import Cipher, Locked
 from carebox.store.migrations import migrate
+from carebox.store.sealing import SealedMessage, db_time, seal_message, utc
+
+# re-exported (callers import them from here)
+new_id = _sealing.new_id
+parent_ids = _sealing.parent_ids
+_content_key = _sealing.content_key
+_driver_value = _sealing.driver_value
+_stored_time = _sealing.stored_time
 
 DB_FILE = "carebox.db"
 PAGE_SIZE = 16384  # for new stores
@@ -37,24 +44,6 @@ PAGE_SIZE = 16384  # for new stores
 
 class StoreError(Exception):
     """A store problem, worded as one line for the user."""
-
-
-def new_id() -> str:
-    return secrets.token_hex(8)
-
-
-def utc(dt: datetime | None) -> datetime | None:
-    """Aware UTC from a stored naive-UTC value."""
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def db_time(dt: datetime | None) -> datetime | None:
-    """Aware UTC for storing (SQLModel's column type keeps UTC). Naive input is taken as UTC."""
-    if dt is None:
-        return None
-    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +56,7 @@ class NewMessage:
     source: str = ""
     modseq: int | None = None
     thread_id: str | None = None  # a provisional thread (sync: see services.threads.ProvisionalThreads)
+    sealed: SealedMessage | None = None  # its row values sealed beforehand (sealing.seal_message, this store's keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +126,6 @@ class ThreadFacts:
     urgent: bool = False
     sender_status: str = ""
     suggested_tag: str | None = None
-
-
-def _addr_json(addrs: Iterable[Address]) -> list[list[str]]:
-    return [[a.name, a.addr] for a in addrs]
 
 
 def _addrs(data: Any) -> tuple[Address, ...]:
@@ -300,19 +286,21 @@ class Store:
     # --- messages --------------------------------------------------------------------------------
 
     def is_outgoing(self, parsed: ParsedMessage) -> bool:
-        return bool(self.professional) and parsed.sender.addr == self.professional
+        return _sealing.is_outgoing(parsed, self.professional)
 
     def counterpart(self, parsed: ParsedMessage, outgoing: bool) -> Address:
         """The patient side of a message: the sender if incoming, the first recipient if outgoing."""
-        if outgoing:
-            return parsed.to[0] if parsed.to else Address("", "")
-        return parsed.sender
+        return _sealing.counterpart(parsed, outgoing)
 
     def add_messages(self, folder: str, items: Sequence[NewMessage], *, role: str = "other") -> AddResult:
         """Store a batch in one transaction. Duplicates (same folder and UID, or same folder and
-        identical bytes for UID-less imports) are skipped, so a retried batch changes nothing."""
+        identical bytes for UID-less imports) are skipped, so a retried batch changes nothing.
+        An item may come sealed beforehand (``NewMessage.sealed``, made with this store's keys):
+        its values are written as they are, the same columns as sealing it here would give."""
         if not items:
             return AddResult([])
+        if self.cipher.locked:
+            raise Locked("the store is locked")
         fid = self.folder_id(folder, role)
         now = db_time(datetime.now(UTC))
         added: list[str] = []
@@ -333,7 +321,10 @@ class Store:
                             select(T.Message.uid).where(T.Message.folder_id == fid, T.Message.uid.in_(chunk))  # type: ignore[union-attr]
                         )
                     )
-            ctokens = [self.token("content", _content_key(it.raw)) for it in items]
+            ctokens = [
+                it.sealed.content_token if it.sealed is not None else self.token("content", _content_key(it.raw))
+                for it in items
+            ]
             content_tokens = {tok: it for tok, it in zip(ctokens, items, strict=True) if it.uid is None}
             have_content: set[str] = set()
             # "+folder_id": SQLite would otherwise pick the folder index and read every row of the
@@ -352,7 +343,10 @@ class Store:
             # A reply carebox sent is kept as a UID-less local copy in the Sent folder; when sync
             # brings the server's copy, it claims that row (sets its UID) instead of doubling it.
             local_copies: dict[str, str] = {}
-            mtokens = [self.token("msgid", it.parsed.message_id) for it in items]  # once per message
+            mtokens = [  # once per message
+                it.sealed.msgid_token if it.sealed is not None else self.token("msgid", it.parsed.message_id)
+                for it in items
+            ]
             with_uid_tokens = [t for it, t in zip(items, mtokens, strict=True) if it.uid is not None]
             for chunk in _chunks([t for t in with_uid_tokens if t], 900):
                 for mid, tok in conn.exec_driver_sql(
@@ -383,71 +377,40 @@ class Store:
                     duplicates += 1
                     continue
                 seen_in_batch.add(dedup_key)
-                p = it.parsed
-                mid = new_id()
-                outgoing = self.is_outgoing(p)
-                other = self.counterpart(p, outgoing)
-                date = p.date or it.internal_date or datetime.now(UTC)
-                stored_date = _driver_value(db_time(date))
-                extra = {
-                    "to": _addr_json(p.to),
-                    "cc": _addr_json(p.cc),
-                    "reply_to": _addr_json(p.reply_to),
-                    "auth_results": p.auth_results,
-                    "problem": p.problem,
-                    "references": list(p.references),
-                    "in_reply_to": list(p.in_reply_to),
-                }
-                if p.malformed:
+                sm = it.sealed or seal_message(
+                    self.cipher, self.professional, it.raw, it.parsed, it.internal_date,
+                    content_token=ctoken, msgid_token=mtoken,
+                )  # fmt: skip
+                if sm.malformed:
                     malformed += 1
-                seal = self.seal
                 rows.append(
                     (  # in the order of _MESSAGE_COLS
-                        mid,
+                        sm.id,
                         fid,
                         it.uid,
                         it.source,
-                        mtoken,
-                        self.token("subject", normalize_subject(p.subject)),
-                        self.token("addr", other.addr),
-                        ctoken,
-                        has_reply_prefix(p.subject),
-                        stored_date,
-                        _driver_value(db_time(it.internal_date)),
-                        len(it.raw),
+                        sm.msgid_token,
+                        sm.subject_token,
+                        sm.counterpart_token,
+                        sm.content_token,
+                        sm.reply_prefix,
+                        sm.date,
+                        sm.internal_date,
+                        sm.size,
                         " ".join(sorted(it.flags)),
                         it.modseq,
-                        outgoing,
-                        p.malformed,
+                        sm.outgoing,
+                        sm.malformed,
                         False,
                         it.thread_id,
                         added_at,
-                        seal("message", "raw", mid, it.raw),
-                        seal("message", "message_id", mid, p.message_id),
-                        seal("message", "subject", mid, p.subject),
-                        seal("message", "from_name", mid, p.sender.name),
-                        seal("message", "from_addr", mid, p.sender.addr),
-                        seal("message", "body", mid, p.body),
-                        seal("message", "extra", mid, json.dumps(extra)),
+                        *sm.sealed,
                     )
                 )
-                for pos, ref in enumerate(parent_ids(p)):
-                    parents.append((mid, pos, self.token("msgid", ref)))
-                for pos, att in enumerate(p.attachments):
-                    aid = new_id()
-                    info = json.dumps({"filename": att.filename, "content_type": att.content_type})
-                    attachments.append(
-                        (
-                            aid,
-                            mid,
-                            pos,
-                            att.size,
-                            seal("attachment", "info", aid, info),
-                            seal("attachment", "data", aid, att.data),
-                        )
-                    )
-                added.append(mid)
-                placed.append((pos_in_batch, mid, _read_back(stored_date)))
+                parents.extend(sm.parents)
+                attachments.extend(sm.attachments)
+                added.append(sm.id)
+                placed.append((pos_in_batch, sm.id, sm.date_read_back))
             # Straight to the driver: the same columns and values (datetimes as SQLAlchemy's text)
             # as the typed inserts, without their per-row overhead.
             if rows:
@@ -933,49 +896,8 @@ _MESSAGE_COLS = (
 )
 
 
-def _stored_time(value: Any) -> datetime:
-    """A stored datetime column read through the driver, as the typed column gives it (aware UTC)."""
-    if isinstance(value, datetime):
-        return utc(value)  # type: ignore[return-value]
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def _read_back(value: Any) -> datetime | None:
-    """A datetime column value as a later read gives it (None if it would not read back)."""
-    try:
-        return _stored_time(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _insert_sql(table: str, cols: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"  # noqa: S608
-
-
-def _driver_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        value = value.astimezone(UTC)
-        if value.year >= 1000:  # the same text as the strftime below, at a third of its cost
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
-    return value
-
-
-def _content_key(raw: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(raw).hexdigest()
-
-
-def parent_ids(p: ParsedMessage) -> list[str]:
-    """The parent Message-IDs of a message as threading links them: References then In-Reply-To, once each."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for ref in (*p.references, *p.in_reply_to):
-        if ref and ref not in seen and ref != p.message_id:
-            seen.add(ref)
-            out.append(ref)
-    return out
 
 
 def _message_ref(row: Sequence[Any], parents: dict[str, list[tuple[int, str]]], date: datetime) -> MessageRef:

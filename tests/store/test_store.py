@@ -272,3 +272,82 @@ def test_threaded_refs_after_reads_what_refs_read(tmp_path: Path) -> None:
         assert any(len(r.parents) == 2 for r in refs) and any(r.outgoing for r in refs)
     finally:
         store.close()
+
+
+def _row_values(store: Store, folder: str) -> list[tuple]:
+    """Every column of the folder's messages with the sealed ones opened, their attachments and
+    parent tokens: what the store holds for them apart from row ids and the time added."""
+    import json as _json
+
+    conn = sqlite3.connect(store.directory / DB_FILE)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            "SELECT m.* FROM message m JOIN folder f ON f.id = m.folder_id WHERE f.name = ? ORDER BY m.uid", (folder,)
+        ).fetchall()
+        out = []
+        for r in rows:
+            mid, cols = r["id"], r.keys()
+            clear = tuple((k, r[k]) for k in cols if not k.endswith("_enc") and k not in ("id", "folder_id", "added"))
+            opened = tuple(
+                (k, store.open_bytes("message", k.removesuffix("_enc"), mid, r[k])) for k in cols if k.endswith("_enc")
+            )
+            parents = conn.execute(
+                "SELECT position, token FROM message_parent WHERE message_id = ? ORDER BY position", (mid,)
+            ).fetchall()
+            atts = [
+                (a["position"], a["size"], _json.loads(store.open_text("attachment", "info", a["id"], a["info_enc"])),
+                 store.open_bytes("attachment", "data", a["id"], a["data_enc"]))
+                for a in conn.execute("SELECT * FROM attachment WHERE message_id = ? ORDER BY position", (mid,))
+            ]  # fmt: skip
+            out.append((clear, opened, [tuple(p) for p in parents], atts))
+        return out
+    finally:
+        conn.close()
+
+
+def test_rows_sealed_beforehand_are_the_rows_the_store_seals(tmp_path: Path) -> None:
+    """A sync's workers seal rows with the store's sealing keys (never its data key); added that
+    way, a message is stored exactly as when the store seals it (clear columns, opened values,
+    parents, attachments), and a locked store takes neither."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from carebox.store.crypto import Locked
+    from carebox.store.sealing import seal_message
+    from carebox.store.store import NewMessage
+
+    store = open_store(tmp_path / "s")
+    items = [
+        message("m1@x", sender=patient(1), to=DOC, body="first"),
+        message("m2@x", sender=DOC, to=patient(1), body="answer", in_reply_to="m1@x", references=("m0@x", "m1@x")),
+        message("m3@x", sender=patient(2), to=DOC, subject="Re: results", body="with a file"),
+        message("m4@x", sender=patient(3), to=DOC, body="no date"),
+    ]
+    with_file = dataclasses.replace(
+        items[2].parsed, attachments=(Attachment("r.pdf", "application/pdf", 5, b"%PDF1"),), malformed=True, problem="p"
+    )
+    items[2] = dataclasses.replace(items[2], parsed=with_file)
+    items[3] = dataclasses.replace(items[3], parsed=dataclasses.replace(items[3].parsed, date=None))
+    items = [
+        dataclasses.replace(
+            it, uid=i + 1, flags=frozenset({"\\Seen"}), internal_date=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        )
+        for i, it in enumerate(items)
+    ]
+    plain = store.add_messages("A", items)
+    assert store.cipher.sealing_keys() != (store.cipher.data_key(),) * 2
+    worker = Cipher.for_sealing(store.cipher.sealing_keys())
+    sealed = [
+        dataclasses.replace(it, sealed=seal_message(worker, DOCTOR, it.raw, it.parsed, it.internal_date))
+        for it in items
+    ]
+    early = store.add_messages("B", sealed)
+    assert [p[0] for p in early.placed] == [0, 1, 2, 3] and early.malformed == plain.malformed == 1
+    assert [p[2] for p in early.placed] == [p[2] for p in plain.placed]
+    a, b = _row_values(store, "A"), _row_values(store, "B")
+    assert len(a) == 4 and a == b
+    assert store.add_messages("B", sealed).duplicates == 4  # the same dedup
+    store.cipher.forget()
+    with pytest.raises(Locked):
+        store.add_messages("C", [NewMessage(raw=items[0].raw, parsed=items[0].parsed, uid=9, sealed=sealed[0].sealed)])
