@@ -841,8 +841,11 @@ class _SyncRun:
             self._drain = WalDrain(self.store)
             self._drain.start()
         claims = await self.db(_has_uidless, self.store, name)
-        # with worker processes, they seal the rows too (the store thread only inserts them)
+        # With worker processes, they seal the rows too (the store thread only inserts them), as
+        # long as they keep up: when a commit had to wait for its batch, the next batch is sealed
+        # by the store thread instead (whichever side is idle takes the sealing).
         sealing = (self.store.cipher.sealing_keys(), self.store.professional) if use_pool else None
+        worker_seals = sealing is not None
         self._tell("downloading", name, 0, total)
         queue: asyncio.Queue[tuple[list[FetchedMessage], asyncio.Future[list[ParsedMessage]]]] = asyncio.Queue(
             QUEUE_BATCHES
@@ -861,7 +864,7 @@ class _SyncRun:
                     try:
                         async for batch in client.fetch_batches(remaining, BATCH):
                             raws = [m.raw for m in batch]
-                            if sealing is None:
+                            if sealing is None or not worker_seals:
                                 fut = asyncio.ensure_future(self.parser.parse(raws, pool=use_pool))
                             else:
                                 dates = [m.internaldate for m in batch]
@@ -873,7 +876,9 @@ class _SyncRun:
                         remaining = [u for u in remaining if u not in exc.oversized]
 
         async def commit(batch: list[FetchedMessage], fut: asyncio.Future[list[Any]]) -> None:
-            nonlocal done
+            nonlocal done, worker_seals
+            if sealing is not None:
+                worker_seals = fut.done()
             parsed = await fut
             if use_pool and not done:
                 # threading lends the workers its checks, and they inspect threads during the download
