@@ -16,8 +16,8 @@
    no-change re-sync under 0.6 s. Beside each initial sync: the CPU time of the tool and how busy
    the whole machine was meanwhile (the server's share included): a machine figure far above the
    tool's means something else was running and the run is not comparable. (carebox's CPU figure
-   leaves out its worker processes: they are children of its forkserver, which is not waited for.) On a shared machine, use
-   ``--initial-runs 3`` (medians).
+   leaves out its worker processes: they are children of its forkserver, which is not waited for.)
+   On a shared machine, use ``--initial-runs 3`` (medians).
 
 Needs root and dovecot-imapd (like the integration tests). Prints figures only; no assertions.
 """

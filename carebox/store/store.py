@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
@@ -510,23 +509,22 @@ class Store:
         ``tokens`` as a parent."""
         found: set[str] = set()
         toks = [t for t in set(tokens) if t]
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn:  # plain SQL: a first sync asks about every token it stored
             for chunk in _chunks(toks, 900):
+                marks = ", ".join("?" * len(chunk))
                 found.update(
                     r[0]
-                    for r in conn.execute(
-                        select(T.Message.thread_id).where(
-                            T.Message.msgid_token.in_(chunk),  # type: ignore[attr-defined]
-                            T.Message.thread_id.is_not(None),  # type: ignore[union-attr]
-                        )
+                    for r in conn.exec_driver_sql(
+                        f"SELECT thread_id FROM message WHERE msgid_token IN ({marks}) AND thread_id IS NOT NULL",  # noqa: S608
+                        tuple(chunk),
                     )
                 )
                 found.update(
                     r[0]
-                    for r in conn.execute(
-                        select(T.Message.thread_id)
-                        .join(T.MessageParent, T.MessageParent.message_id == T.Message.id)
-                        .where(T.MessageParent.token.in_(chunk), T.Message.thread_id.is_not(None))  # type: ignore[attr-defined,union-attr]
+                    for r in conn.exec_driver_sql(
+                        "SELECT m.thread_id FROM message m JOIN message_parent p ON p.message_id = m.id "  # noqa: S608
+                        f"WHERE p.token IN ({marks}) AND m.thread_id IS NOT NULL",
+                        tuple(chunk),
                     )
                 )
         return found
@@ -581,8 +579,9 @@ class Store:
         out: dict[str, frozenset[str]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(keys), 900):
-                for mid, flags in conn.execute(
-                    select(T.Message.id, T.Message.flags).where(T.Message.id.in_(chunk))  # type: ignore[attr-defined]
+                for mid, flags in conn.exec_driver_sql(
+                    f"SELECT id, flags FROM message WHERE id IN ({', '.join('?' * len(chunk))})",  # noqa: S608
+                    tuple(chunk),
                 ):
                     out[mid] = frozenset(flags.split())
         return out
@@ -592,15 +591,10 @@ class Store:
         out: dict[str, tuple[Address, tuple[Address, ...], str, frozenset[str]]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(keys), 900):
-                for mid, name, addr, subj, extra, flags in conn.execute(
-                    select(
-                        T.Message.id,
-                        T.Message.from_name_enc,
-                        T.Message.from_addr_enc,
-                        T.Message.subject_enc,
-                        T.Message.extra_enc,
-                        T.Message.flags,
-                    ).where(T.Message.id.in_(chunk))  # type: ignore[attr-defined]
+                for mid, name, addr, subj, extra, flags in conn.exec_driver_sql(
+                    "SELECT id, from_name_enc, from_addr_enc, subject_enc, extra_enc, flags FROM message "  # noqa: S608
+                    f"WHERE id IN ({', '.join('?' * len(chunk))})",
+                    tuple(chunk),
                 ):
                     ex = json.loads(self.open_text("message", "extra", mid, extra))
                     out[mid] = (
@@ -621,24 +615,30 @@ class Store:
             gone = list(remove)
             for chunk in _chunks(gone, 900):
                 conn.execute(T.Thread.__table__.delete().where(T.Thread.id.in_(chunk)))  # type: ignore[attr-defined]
-            # One compiled statement per set of columns, executed for many rows at once.
-            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            # One statement per set of columns, executed for many rows at once, straight to the
+            # driver: what SQLAlchemy's upsert wrote (a new row also gets the columns' defaults;
+            # an existing one has only the given columns replaced; datetimes as its text).
+            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
             for row in rows:
                 tid = row["id"]
                 values = {k: v for k, v in row.items() if k not in ("patient_name", "patient_addr", "subject")}
                 for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
                     if k in values:
-                        values[k] = db_time(values[k])
+                        values[k] = _driver_value(db_time(values[k]))
                 values["patient_name_enc"] = self.seal("thread", "patient_name", tid, row["patient_name"])
                 values["patient_addr_enc"] = self.seal("thread", "patient_addr", tid, row["patient_addr"])
                 values["subject_enc"] = self.seal("thread", "subject", tid, row["subject"])
-                groups.setdefault(tuple(sorted(values)), []).append(values)
-            for cols, batch in groups.items():
-                stmt = sqlite_insert(T.Thread)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["id"], set_={k: stmt.excluded[k] for k in cols if k != "id"}
+                cols = tuple(sorted(values))
+                groups.setdefault(cols, []).append(
+                    tuple(values[k] for k in cols) + tuple(v for k, v in _THREAD_DEFAULTS if k not in values)
                 )
-                conn.execute(stmt, batch)
+            for cols, batch in groups.items():
+                given = set(cols)
+                defaulted = [k for k, _ in _THREAD_DEFAULTS if k not in given]
+                updates = ", ".join(f"{k} = excluded.{k}" for k in cols if k != "id")
+                conn.exec_driver_sql(
+                    _insert_sql("thread", (*cols, *defaulted)) + f" ON CONFLICT (id) DO UPDATE SET {updates}", batch
+                )
 
     def set_thread_fields(self, thread_id: str, **values: Any) -> None:
         for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
@@ -893,6 +893,14 @@ _MESSAGE_COLS = (
     "from_addr_enc",
     "body_enc",
     "extra_enc",
+)
+
+
+# (column, default) of the thread columns that have one: SQLAlchemy added them to an insert without them
+_THREAD_DEFAULTS: tuple[tuple[str, Any], ...] = tuple(
+    (c.name, c.default.arg)
+    for c in T.Thread.__table__.columns  # type: ignore[attr-defined]
+    if c.default is not None and not callable(c.default.arg)
 )
 
 

@@ -351,3 +351,68 @@ def test_rows_sealed_beforehand_are_the_rows_the_store_seals(tmp_path: Path) -> 
     store.cipher.forget()
     with pytest.raises(Locked):
         store.add_messages("C", [NewMessage(raw=items[0].raw, parsed=items[0].parsed, uid=9, sealed=sealed[0].sealed)])
+
+
+def test_write_threads_writes_what_the_typed_upsert_wrote(tmp_path: Path) -> None:
+    """write_threads goes straight to the driver: the same rows as SQLAlchemy's upsert (new rows
+    with the columns' defaults, existing rows with only the given columns replaced, datetimes as
+    its text)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    from carebox.store import tables as T
+    from carebox.store.sealing import db_time
+
+    def typed(store: Store, rows: list[dict]) -> None:  # the former implementation
+        with store.engine.begin() as conn:
+            for row in rows:
+                tid = row["id"]
+                values = {k: v for k, v in row.items() if k not in ("patient_name", "patient_addr", "subject")}
+                for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
+                    if k in values:
+                        values[k] = db_time(values[k])
+                values["patient_name_enc"] = store.seal("thread", "patient_name", tid, row["patient_name"])
+                values["patient_addr_enc"] = store.seal("thread", "patient_addr", tid, row["patient_addr"])
+                values["subject_enc"] = store.seal("thread", "subject", tid, row["subject"])
+                stmt = sqlite_insert(T.Thread)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["id"], set_={k: stmt.excluded[k] for k in values if k != "id"}
+                )
+                conn.execute(stmt, [values])
+
+    t0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+    head = {"patient_name": "Anna", "patient_addr": "anna@x", "subject": "Hi"}
+    first = [
+        {"id": "t1", "state": "waiting", "waiting_since": t0, "due_at": t0 + timedelta(hours=48), "last_date": t0,
+         "message_count": 2, "unread": 1, "counterpart_token": "c1", "tag": None, "category": None,
+         "tagged_at": None, "urgent": True, "sender_status": "verified", "suggested_tag": None, **head},
+        {"id": "t2", "last_date": t0, **head},  # only what it must have: the rest from the defaults
+        {"id": "t3", "state": "answered", "last_date": t0 - timedelta(days=400), "tag": "billing",
+         "tagged_at": t0, "urgent": False, **head},
+    ]  # fmt: skip
+    again = [
+        {"id": "t1", "state": "answered", "waiting_since": None, "due_at": None, "last_date": t0, **head},
+        {"id": "t3", "unread": 5, "suggested_tag": "redirect:phone", "last_date": t0, **head},
+        {"id": "t4", "last_date": t0, "category": "results", **head},
+    ]
+    stores = [open_store(tmp_path / "driver"), open_store(tmp_path / "typed")]
+    for rows in (first, again):
+        stores[0].write_threads(rows)
+        typed(stores[1], rows)
+    dumps = []
+    for store in stores:
+        conn = sqlite3.connect(store.directory / DB_FILE)
+        try:
+            got = []
+            for r in conn.execute("SELECT * FROM thread ORDER BY id").fetchall():
+                cols = [d[0] for d in conn.execute("SELECT * FROM thread LIMIT 0").description]
+                row = dict(zip(cols, r, strict=True))
+                for k in ("patient_name", "patient_addr", "subject"):
+                    row[k] = store.open_text("thread", k, row["id"], row.pop(f"{k}_enc"))
+                got.append(row)
+            dumps.append(got)
+        finally:
+            conn.close()
+    assert len(dumps[0]) == 4 and dumps[0] == dumps[1]
+    assert dumps[0][1]["state"] == "waiting" and dumps[0][2]["tag"] == "billing" and dumps[0][2]["unread"] == 5
