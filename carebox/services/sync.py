@@ -17,8 +17,10 @@ Per folder, in one pass:
    slice by slice so the first batch does not wait for the sizes of the whole folder), parsed off
    the event loop (a worker process for big downloads on 2+ CPUs, a thread otherwise; a
    per-message time budget), then sealed and committed one batch per transaction in a store
-   thread. The folder's ``uidnext`` advances only after its batch is committed (data before
-   state); ``highestmodseq`` only when the whole folder is done. Fetching the next batches
+   thread. With worker processes, the workers also seal the rows (``store.sealing``, with the
+   store's derived sealing keys) while they keep up, so the store thread mostly just inserts.
+   The folder's ``uidnext`` advances only after its batch is committed (data before state);
+   ``highestmodseq`` only when the whole folder is done. Fetching the next batches
    overlaps parsing and committing; during a long download the WAL is checkpointed by a
    background connection (``syncstate.WalDrain``), not inside the batch commits.
 4. Local flag changes waiting in the journal are pushed (``+FLAGS.SILENT`` / ``-FLAGS.SILENT``,
