@@ -15,8 +15,9 @@
 3. Prints the figures and the ratios against the targets: initial sync at most 0.5x mbsync's wall time;
    no-change re-sync under 0.6 s. Beside each initial sync: the CPU time of the tool and how busy
    the whole machine was meanwhile (the server's share included): a machine figure far above the
-   tool's means something else was running and the run is not comparable. On a shared machine, use
-   ``--initial-runs 3`` (medians).
+   tool's means something else was running and the run is not comparable. (carebox's CPU figure
+   leaves out its worker processes: they are children of its forkserver, which is not waited for.)
+   On a shared machine, use ``--initial-runs 3`` (medians).
 
 Needs root and dovecot-imapd (like the integration tests). Prints figures only; no assertions.
 """
@@ -366,7 +367,11 @@ def main() -> int:
         help="initial syncs to time per tool, each into a new store or Maildir (median is reported)",
     )
     ap.add_argument("--skip-mbsync", action="store_true")
-    ap.add_argument("--profile", metavar="FILE", help="write a cProfile of carebox's initial sync to FILE")
+    ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="write a cProfile of carebox's first initial sync to FILE (the main thread of the main process only)",
+    )
     ap.add_argument(
         "--breakdown",
         action="store_true",
@@ -399,8 +404,12 @@ def main() -> int:
             if i == 0:
                 timed([sys.executable, "-c", "import carebox.cli"], env=env, cwd=ROOT)  # write bytecode caches
             cmd = [sys.executable, "-m", "carebox", "--config", str(cfg), "sync"]
-            if args.profile and i == 0:
-                cmd = [sys.executable, "-m", "cProfile", "-o", args.profile, *cmd[1:]]
+            if args.profile and i == 0:  # python -m cProfile never writes: `python -m carebox` leaves by os._exit
+                code = (
+                    "import cProfile, sys; from carebox.cli import main; out = sys.argv.pop(1); "
+                    "cProfile.run('main(sys.argv[1:])', out)"
+                )
+                cmd = [sys.executable, "-c", code, args.profile, *cmd[3:]]
             runs.append(timed_run(cmd, env=env, cwd=ROOT))
         results["carebox initial"] = median_run(runs).seconds
         print(

@@ -699,6 +699,11 @@ class _Walk:
 
 
 def _filename(part: Message, problems: _Problems) -> str:
+    ctype = part.get("content-type")
+    if "content-disposition" not in part and (
+        ctype is None or (isinstance(ctype, str) and len(ctype) <= _MAX_PARAM_HEADER and "name" not in ctype.lower())
+    ):
+        return ""  # get_filename reads a "filename" or "name" parameter of exactly these headers: neither can hold one
     try:
         name = part.get_filename()
     except Exception:

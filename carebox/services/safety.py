@@ -10,7 +10,9 @@ directory changes (it reads the directory once).
 from __future__ import annotations
 
 import csv
+import logging
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -44,9 +46,14 @@ from carebox.store import audit as audit_store
 from carebox.store import patients as patient_store
 from carebox.store.store import Store, StoredMessage
 
+_log = logging.getLogger(__name__)
+
 PREFETCH_MESSAGES = 400  # messages read per query once the order of threads is known (prefetch)
 PARALLEL_MIN = 200  # threads to inspect in one refresh before a worker process shares the work
 IN_FLIGHT = 2  # windows handed to the worker processes at a time (one evaluated, one waiting)
+EARLY_SETTLE = 2  # batches without a new message before a thread is inspected early (EarlyInspection)
+EARLY_HOLD = 5000  # messages held in memory for threads not yet inspected early
+EARLY_IN_FLIGHT = 2  # early windows handed to the worker at a time during a download
 
 # --- what the UI shows ---------------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class SafetyInspector:
         self._plan: list[tuple[tuple[str, ...], bool]] = []
         self._plan_at: dict[tuple[tuple[str, ...], bool], int] = {}
         self._ahead: dict[str, StoredMessage] = {}
+        # Answers being computed during a download (EarlyInspection), taken in before a refresh plans.
+        self.early: EarlyInspection | None = None
         # Optional: worker processes (a sync's parse pool) that share a big refresh. They run this
         # same evaluate() on the same messages with an inspector built from the same directory,
         # settings and clock, so every answer is the one this process would have computed.
@@ -135,6 +144,8 @@ class SafetyInspector:
         is read on its own, with the same results."""
         self._ahead.clear()
         self._plan = []
+        if self.early is not None:
+            self.early.settle()
         for refs in by_thread.values():
             key = self._key(refs)
             if key is not None and key not in self._answers:
@@ -315,6 +326,163 @@ class SafetyInspector:
             reply=ev.reply,
             patient=ev.patient,
         )
+
+
+class EarlyInspection:
+    """The inspector's answers for the threads of a download, computed by the worker processes
+    while the download goes on, instead of all after it.
+
+    After each committed batch, ``add`` gets its messages with their provisional thread ids
+    (``threads.ProvisionalThreads``) and what the checks read of them (the parsed message, still
+    in memory: nothing is read back or decrypted). A thread that got no new message for
+    ``settle`` batches is sent to a worker as the inspector would see it (``SafetyInspector._key``
+    of its messages: the ones waiting for an answer, or the latest patient message), and the
+    answer is kept under that key. Threading later asks the inspector about the final threads:
+    where a thread ended up with exactly those messages, the answer is taken (the same function
+    of the same messages, directory, settings and clock), otherwise it is computed then as
+    before, so a wrong guess costs time, never a different answer. ``finish`` sends the threads
+    still held when every folder is downloaded; ``settle`` (at the start of the refresh) takes in
+    what arrived, withdraws what no worker has started and waits for the rest.
+
+    A thread that gets a message after it was sent is not sent again (its earlier messages are no
+    longer held). At most ``hold`` messages are held; beyond that the longest-quiet threads are
+    left to threading."""
+
+    def __init__(
+        self, inspector: SafetyInspector, executor: Executor, *, settle: int | None = None, hold: int | None = None
+    ) -> None:
+        from collections import OrderedDict
+
+        self.inspector = inspector
+        self.executor: Executor | None = executor
+        self.settle_batches = EARLY_SETTLE if settle is None else settle
+        self.hold = EARLY_HOLD if hold is None else hold
+        self._threads: dict[str, list[tuple[MessageRef, CheckMessage]]] = {}
+        self._last: OrderedDict[str, int] = OrderedDict()  # thread -> batch of its last message, quietest first
+        self._sent: set[str] = set()  # threads sent (or given up on): not sent again
+        self._held = 0
+        self._batch = 0
+        self._flight: list[tuple[Any, list[tuple[tuple[str, ...], bool]]]] = []
+        # windows made but not handed over yet (a few at a time: EARLY_IN_FLIGHT)
+        self._backlog: deque[tuple[list[tuple[tuple[str, ...], bool]], list[Any], int]] = deque()
+        self._backlog_msgs = 0
+        self.sent = 0  # threads sent to a worker
+        self.answered = 0  # answers taken in
+        from carebox.services.safety_checks import warm_worker
+
+        try:  # the worker builds its checks now, not when the first window reaches it
+            executor.submit(warm_worker, *inspector._worker_state()).add_done_callback(lambda f: f.exception())
+        except Exception:
+            self.executor = None
+
+    def add(self, messages: Iterable[tuple[str, str, datetime | None, bool, Any]]) -> None:
+        """One committed batch: (message id, provisional thread id, date as stored, outgoing,
+        the parsed message) each."""
+        self._batch += 1
+        for mid, tid, when, outgoing, m in messages:
+            if tid in self._sent:
+                continue
+            if when is None:  # a date that does not read back as stored: leave the thread to threading
+                self._held -= len(self._threads.pop(tid, ()))
+                self._last.pop(tid, None)
+                self._sent.add(tid)
+                continue
+            ref = MessageRef(mid, "", (), "", "", when, outgoing)
+            self._threads.setdefault(tid, []).append((ref, CheckMessage.of(m)))
+            self._last[tid] = self._batch
+            self._last.move_to_end(tid)
+            self._held += 1
+        quiet = []
+        for tid, last in self._last.items():
+            if last > self._batch - self.settle_batches:
+                break
+            quiet.append(tid)
+        self._send(quiet)
+        while self._held > self.hold and self._last:
+            tid, _ = self._last.popitem(last=False)
+            self._held -= len(self._threads.pop(tid, ()))
+            self._sent.add(tid)
+        while self._backlog_msgs > self.hold and self._backlog:  # the workers fall behind: threading does those
+            self._backlog_msgs -= self._backlog.popleft()[2]
+        self._take(block=False)
+        self._pump(EARLY_IN_FLIGHT)
+
+    def finish(self) -> None:
+        """Every folder is downloaded: hand the worker every window, and the threads still held."""
+        self._send(list(self._last))
+        self._pump(len(self._flight) + len(self._backlog))
+
+    def settle(self) -> None:
+        """Take in the answers that arrived, withdraw the windows no worker has started (threading
+        computes those itself, shared with the workers), wait for the ones being computed."""
+        for fut, _keys in self._flight:
+            fut.cancel()
+        self._take(block=True)
+        self.executor = None
+        self._backlog.clear()
+        self._backlog_msgs = 0
+
+    def _send(self, tids: Sequence[str]) -> None:
+        if not tids:
+            return
+        inspector = self.inspector
+        window: list[tuple[tuple[str, ...], bool]] = []
+        packed: list[tuple[bool, list[CheckMessage]]] = []
+        count = 0
+        for tid in tids:
+            entries = self._threads.pop(tid, [])
+            self._last.pop(tid, None)
+            self._sent.add(tid)
+            self._held -= len(entries)
+            key = inspector._key([ref for ref, _ in entries])
+            if key is None or key in inspector._answers or self.executor is None:
+                continue
+            by_id = {ref.key: m for ref, m in entries}
+            msgs = [by_id[i] for i in key[0]]
+            if not key[1]:  # an answered thread: the sender checks only, as threading reads it (no subject, body)
+                msgs = [CheckMessage(m.sender, m.to, m.cc, m.reply_to, m.auth_results, "", "") for m in msgs]
+            window.append(key)
+            packed.append((key[1], msgs))
+            count += len(msgs)
+            if count >= PREFETCH_MESSAGES:
+                self._backlog.append((window, packed, count))
+                self._backlog_msgs += count
+                window, packed, count = [], [], 0
+        if window:
+            self._backlog.append((window, packed, count))
+            self._backlog_msgs += count
+
+    def _pump(self, limit: int) -> None:
+        from carebox.services.safety_checks import evaluate_window
+
+        while self._backlog and len(self._flight) < limit and self.executor is not None:
+            window, packed, count = self._backlog.popleft()
+            self._backlog_msgs -= count
+            state_id, state = self.inspector._worker_state()
+            try:
+                fut = self.executor.submit(evaluate_window, state_id, state, packed)
+            except Exception:  # the pool is shut down or broken: threading answers these itself
+                self.executor = None
+                break
+            self.sent += len(window)
+            self._flight.append((fut, window))
+
+    def _take(self, *, block: bool) -> None:
+        keep: list[tuple[Any, list[tuple[tuple[str, ...], bool]]]] = []
+        for fut, window in self._flight:
+            if fut.cancelled() or not (block or fut.done()):
+                if not fut.cancelled():
+                    keep.append((fut, window))
+                continue
+            try:
+                answers = fut.result()
+            except Exception as exc:  # a broken or stopped pool: threading answers these itself
+                _log.info("an early inspection window failed (%s): threading answers it", type(exc).__name__)
+                continue
+            for key, out in zip(window, answers, strict=True):
+                self.inspector._keep(key, len(key[0]), out)
+                self.answered += 1
+        self._flight = keep
 
 
 def safety_inspector(store: Store, config: Config | None = None, now: datetime | None = None) -> SafetyInspector:

@@ -17,20 +17,25 @@ Per folder, in one pass:
    slice by slice so the first batch does not wait for the sizes of the whole folder), parsed off
    the event loop (a worker process for big downloads on 2+ CPUs, a thread otherwise; a
    per-message time budget), then sealed and committed one batch per transaction in a store
-   thread. The folder's ``uidnext`` advances only after its batch is committed (data before
-   state); ``highestmodseq`` only when the whole folder is done. Fetching the next batches
+   thread. With worker processes, the workers also seal the rows (``store.sealing``, with the
+   store's derived sealing keys) while they keep up, so the store thread mostly just inserts.
+   The folder's ``uidnext`` advances only after its batch is committed (data before state);
+   ``highestmodseq`` only when the whole folder is done. Fetching the next batches
    overlaps parsing and committing; during a long download the WAL is checkpointed by a
    background connection (``syncstate.WalDrain``), not inside the batch commits.
 4. Local flag changes waiting in the journal are pushed (``+FLAGS.SILENT`` / ``-FLAGS.SILENT``,
    one STORE per distinct change) and marked done; until then they win over the server's flags.
 
 Threading (and the thread inspectors) runs once, after every folder is downloaded, so a
-conversation that spans many batches is summarised and inspected once. Downloaded rows are written
-with a provisional thread id (``threads.ProvisionalThreads``: rewriting every row afterwards to set
-it cost as much as writing it); a mark in ``meta`` (``syncstate.THREADS_PENDING_META``, set before
-the first such row) makes ``rethread(after=...)`` thread them exactly, with the rows that have no
-thread, and is cleared once their summaries are written: a crash leaves nothing unthreaded past the
-next sync.
+conversation that spans many batches is summarised and inspected once. During a big download a
+low-priority worker process (``MessageParser.background``) inspects the threads of the committed
+batches ahead of time (``safety.EarlyInspection``, using the CPU the download leaves over); an
+answer computed that way is used only for a thread that ends up with exactly the same messages.
+Downloaded rows are written with a provisional thread id (``threads.ProvisionalThreads``:
+rewriting every row afterwards to set it cost as much as writing it); a mark in ``meta``
+(``syncstate.THREADS_PENDING_META``, set before the first such row) makes ``rethread(after=...)``
+thread them exactly, with the rows that have no thread, and is cleared once their summaries are
+written: a crash leaves nothing unthreaded past the next sync.
 (Nothing shows the threads before the pass ends: the app refreshes its inbox on the report.)
 
 A crash at any point leaves a store that the next sync completes: committed batches are never
@@ -65,6 +70,7 @@ if TYPE_CHECKING:
     from carebox.config import Config
     from carebox.mail.imap import FetchedMessage, ImapClient, ImapSettings
     from carebox.services.session import Session
+    from carebox.store.sealing import SealedMessage
     from carebox.store.store import NewMessage, Store
 
 __all__ = [
@@ -278,6 +284,28 @@ def _parse_chunk(raws: list[bytes], budget: float) -> list[ParsedMessage]:
     return out
 
 
+def _parse_seal_chunk(
+    raws: list[bytes], dates: list[datetime | None], budget: float, sealing: tuple[tuple[bytes, bytes], str]
+) -> list[tuple[ParsedMessage, SealedMessage]]:
+    """In a worker process: ``_parse_chunk``, then each message's row sealed (with the store's
+    sealing keys, never its data key); the parsed message goes back without its attachment bytes."""
+    import dataclasses
+
+    from carebox.store.crypto import Cipher
+    from carebox.store.sealing import seal_message
+
+    keys, professional = sealing
+    cipher = Cipher.for_sealing(keys)
+    out = []
+    for raw, date, p in zip(raws, dates, _parse_chunk(raws, budget), strict=True):
+        sealed = seal_message(cipher, professional, raw, p, date)
+        if p.attachments:
+            p = dataclasses.replace(p, attachments=tuple(dataclasses.replace(a, data=b"") for a in p.attachments))
+        out.append((p, sealed))
+    cipher.forget()
+    return out
+
+
 def _warm() -> int:
     return os.getpid()
 
@@ -303,6 +331,7 @@ class MessageParser:
         self.budget = budget
         self.workers = workers or max(1, min(2, (os.cpu_count() or 1) - 1))
         self._pool: ProcessPoolExecutor | None = None
+        self._background: ProcessPoolExecutor | None = None
         self._threads: ThreadPoolExecutor | None = None
 
     def wants_pool(self, n_messages: int) -> bool:
@@ -324,13 +353,20 @@ class MessageParser:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["carebox.mail.parse"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context())
         return self._pool
+
+    def background(self) -> ProcessPoolExecutor:
+        """One more worker process, at a lower priority (nice +10): work handed to it uses the
+        CPU time that parsing, fetching and storing leave over, without slowing them (a sync's
+        thread inspection during the download: safety.EarlyInspection)."""
+        if self._background is None:
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._background = ProcessPoolExecutor(max_workers=1, mp_context=_mp_context(), initializer=_lower_priority)
+        return self._background
 
     def _get_threads(self) -> ThreadPoolExecutor:
         if self._threads is None:
@@ -349,7 +385,29 @@ class MessageParser:
                 log.warning("parse workers failed; parsing in a thread instead")
         return await self._parse_threads(list(raws))
 
-    async def _parse_processes(self, raws: list[bytes]) -> list[ParsedMessage]:
+    async def parse_sealed(
+        self,
+        raws: Sequence[bytes],
+        dates: Sequence[datetime | None],
+        sealing: tuple[tuple[bytes, bytes], str],
+        *,
+        pool: bool = False,
+    ) -> list[tuple[ParsedMessage, SealedMessage | None]]:
+        """``parse``, and with worker processes also each message's row sealed in the worker
+        (``store.sealing.seal_message``: ``sealing`` is the store's ``Cipher.sealing_keys()`` and
+        professional address, ``dates`` the INTERNALDATEs), so the store thread only inserts.
+        The attachment bytes of a sealed message are not sent back (they are in its rows).
+        Parsed in a thread (no workers, or a failed worker): (message, None), sealed when stored."""
+        if not raws:
+            return []
+        if pool:
+            try:
+                return await self._parse_processes(list(raws), (list(dates), sealing))
+            except _PoolBroken:
+                log.warning("parse workers failed; parsing in a thread instead")
+        return [(p, None) for p in await self._parse_threads(list(raws))]
+
+    async def _parse_processes(self, raws: list[bytes], sealed: tuple[list[Any], Any] | None = None) -> list[Any]:
         from concurrent.futures.process import BrokenProcessPool
 
         loop = asyncio.get_running_loop()
@@ -357,19 +415,27 @@ class MessageParser:
         n_chunks = max(1, min(len(raws), self.workers))
         size = -(-len(raws) // n_chunks)
         chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
-        futs = [loop.run_in_executor(pool, _parse_chunk, c, self.budget) for c in chunks]
+        if sealed is None:
+            futs = [loop.run_in_executor(pool, _parse_chunk, c, self.budget) for c in chunks]
+        else:
+            dates, sealing = sealed
+            futs = [
+                loop.run_in_executor(pool, _parse_seal_chunk, c, dates[i : i + size], self.budget, sealing)
+                for i, c in zip(range(0, len(raws), size), chunks, strict=True)
+            ]
         for f in futs:
             f.add_done_callback(_retrieve)
         # every message has its own SIGALRM budget; this deadline only catches a stuck worker
         deadline = self.budget * size * 2 + 30
-        out: list[ParsedMessage] = []
+        out: list[Any] = []
         try:
             for chunk, fut in zip(chunks, futs, strict=True):
                 try:
                     out.extend(await asyncio.wait_for(asyncio.shield(fut), deadline))
                 except TimeoutError:
                     self._kill_pool()
-                    out.extend(await self._parse_threads(chunk))
+                    fallback = await self._parse_threads(chunk)
+                    out.extend(fallback if sealed is None else [(p, None) for p in fallback])
                 except BrokenProcessPool:
                     self._kill_pool()
                     raise _PoolBroken from None
@@ -436,21 +502,41 @@ class MessageParser:
 
     def _kill_pool(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        procs = list(getattr(pool, "_processes", {}).values())  # no public way to stop a running task
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        background, self._background = self._background, None
+        for p in (pool, background):
+            if p is not None:
+                _kill(p)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        background, self._background = self._background, None
+        for p in (background, pool):
+            if p is not None:
+                p.shutdown(wait=True, cancel_futures=True)
         threads, self._threads = self._threads, None
         if threads is not None:
             threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _mp_context() -> Any:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")  # clean children, no copy of the app's threads
+    ctx.set_forkserver_preload(["carebox.mail.parse", "carebox.store.sealing"])
+    return ctx
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    procs = list(getattr(pool, "_processes", {}).values())  # no public way to stop a running task
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _store_thread() -> ThreadPoolExecutor:
@@ -542,6 +628,7 @@ class _SyncRun:
         self._provisional_threads: Any = None
         self._marked = False  # the provisional-threads mark is set (by this pass or an unfinished one)
         self._drain: Any = None  # syncstate.WalDrain during a long download
+        self._early: Any = None  # safety.EarlyInspection while the workers inspect during a download
 
     # -- plumbing --
 
@@ -592,6 +679,8 @@ class _SyncRun:
         from carebox.services.threads import refresh_threads, rethread
         from carebox.store.syncstate import THREADS_PENDING_META, threads_pending_after, unthreaded_count
 
+        if self._early is not None:
+            self._early.finish()  # the workers inspect what is left while the threads are worked out
         after = threads_pending_after(self.store)
         if not self._stale_threads and after is None and not unthreaded_count(self.store):
             return  # nothing to do: do not even load the safety inspector's patient directory
@@ -754,6 +843,11 @@ class _SyncRun:
             self._drain = WalDrain(self.store)
             self._drain.start()
         claims = await self.db(_has_uidless, self.store, name)
+        # With worker processes, they seal the rows too (the store thread only inserts them), as
+        # long as they keep up: when a commit had to wait for its batch, the next batch is sealed
+        # by the store thread instead (whichever side is idle takes the sealing).
+        sealing = (self.store.cipher.sealing_keys(), self.store.professional) if use_pool else None
+        worker_seals = sealing is not None
         self._tell("downloading", name, 0, total)
         queue: asyncio.Queue[tuple[list[FetchedMessage], asyncio.Future[list[ParsedMessage]]]] = asyncio.Queue(
             QUEUE_BATCHES
@@ -771,21 +865,29 @@ class _SyncRun:
                 while remaining:
                     try:
                         async for batch in client.fetch_batches(remaining, BATCH):
-                            fut = asyncio.ensure_future(self.parser.parse([m.raw for m in batch], pool=use_pool))
+                            raws = [m.raw for m in batch]
+                            if sealing is None or not worker_seals:
+                                fut = asyncio.ensure_future(self.parser.parse(raws, pool=use_pool))
+                            else:
+                                dates = [m.internaldate for m in batch]
+                                fut = asyncio.ensure_future(self.parser.parse_sealed(raws, dates, sealing, pool=True))
                             await queue.put((batch, fut))
                         remaining = []
                     except ImapMessageTooLarge as exc:  # nothing of that slice was downloaded
                         fr.too_large.update(exc.oversized)
                         remaining = [u for u in remaining if u not in exc.oversized]
 
-        async def commit(batch: list[FetchedMessage], fut: asyncio.Future[list[ParsedMessage]]) -> None:
-            nonlocal done
+        async def commit(batch: list[FetchedMessage], fut: asyncio.Future[list[Any]]) -> None:
+            nonlocal done, worker_seals
+            if sealing is not None:
+                worker_seals = fut.done()
             parsed = await fut
+            if use_pool and not done:
+                # threading lends the workers its checks, and they inspect threads during the download
+                await self.db(self._warm_checks)
             await self.db(self._store_batch, name, role, uv, batch, parsed, fr, claims)
             if self._drain is not None:
                 self._drain.poke()
-            if use_pool and not done:
-                await self.db(self._warm_checks)  # threading lends the workers its checks
             done += len(batch)
             self._tell("downloading", name, done, total)
 
@@ -823,6 +925,10 @@ class _SyncRun:
         for inspector in self._inspectors:
             if hasattr(inspector, "warm"):
                 inspector.warm(pool)
+            if self._early is None and hasattr(inspector, "early"):
+                from carebox.services.safety import EarlyInspection
+
+                self._early = inspector.early = EarlyInspection(inspector, self.parser.background())
 
     def _mark_provisional(self) -> None:
         """Before the first row with a provisional thread id: note where they start (a crash
@@ -838,15 +944,21 @@ class _SyncRun:
         role: str,
         uv: int,
         batch: list[FetchedMessage],
-        parsed: list[ParsedMessage],
+        results: list[Any],
         fr: FolderReport,
         claims: bool,
     ) -> None:
         """In the store thread: claim re-found rows, add the rest (one transaction), then move the
-        position past this batch (data before state)."""
+        position past this batch (data before state). ``results``: ParsedMessage each, or
+        (ParsedMessage, SealedMessage | None) from ``MessageParser.parse_sealed``."""
         from carebox.store import syncstate as S
         from carebox.store.store import NewMessage
 
+        if results and isinstance(results[0], tuple):
+            parsed: list[ParsedMessage] = [r[0] for r in results]
+            sealed: list[SealedMessage | None] = [r[1] for r in results]
+        else:
+            parsed, sealed = results, [None] * len(results)
         if not self._marked:  # the store is written only once messages arrive
             self._mark_provisional()
             self._marked = True
@@ -860,8 +972,9 @@ class _SyncRun:
                 internal_date=m.internaldate,
                 source=f"imap:{m.uid}",
                 thread_id=tid,
+                sealed=sm,
             )
-            for m, p, tid in zip(batch, parsed, thread_ids, strict=True)
+            for m, p, tid, sm in zip(batch, parsed, thread_ids, sealed, strict=True)
         ]
         if claims:
             claim_items = [
@@ -885,6 +998,15 @@ class _SyncRun:
         if claims:
             S.mark_present(self.store, name, [m.uid for m in batch])
         S.save_position(self.store, name, role=role, uidvalidity=uv, uidnext=max(m.uid for m in batch) + 1)
+        if self._early is not None:
+            try:
+                self._early.add(
+                    (mid, items[i].thread_id, when, self.store.is_outgoing(items[i].parsed), items[i].parsed)
+                    for i, mid, when in added.placed
+                )
+            except Exception as exc:  # only a head start: threading inspects everything anyway
+                log.warning("early thread inspection stopped (%s)", type(exc).__name__)
+                self._early = None
 
     async def _push(self, name: str, fr: FolderReport) -> None:
         """Send the journaled local flag changes of this folder, then mark them done."""

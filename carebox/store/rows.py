@@ -9,28 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from carebox.domain.models import Address, ThreadState
+from carebox.store.sealing import stored_time, utc  # noqa: F401 - utc is re-exported
 
 
 class StoreError(Exception):
     """A store problem, worded as one line for the user."""
 
 
-def utc(dt: datetime | None) -> datetime | None:
-    """Aware UTC from a stored naive-UTC value."""
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
 def _stored_time(value: Any) -> datetime | None:
     """A DATETIME column as the driver gives it (text, as SQLAlchemy wrote it) in aware UTC."""
-    if value is None or isinstance(value, datetime):
-        return utc(value)
-    return utc(datetime.fromisoformat(value))
+    return None if value is None else stored_time(value)
 
 
 @dataclass(frozen=True, slots=True)

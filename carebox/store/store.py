@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,37 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from carebox.domain.models import Address, MessageRef, ParsedMessage
-from carebox.domain.subjects import has_reply_prefix, normalize_subject
+from carebox.store import sealing as _sealing
 from carebox.store import tables as T
-from carebox.store.crypto import Cipher
+from carebox.store.crypto import Cipher, Locked
 from carebox.store.migrations import migrate
-from carebox.store.rows import (  # StoreError and utc are used and re-exported
-    StoredMessage,
-    StoreError,
-    ThreadRow,
-    read_due_page,
-    read_thread_rows,
-    utc,
-)
+from carebox.store.rows import StoredMessage, StoreError, ThreadRow, read_due_page, read_thread_rows
+from carebox.store.sealing import SealedMessage, db_time, seal_message, utc
+
+# re-exported (callers import them from here)
+new_id = _sealing.new_id
+parent_ids = _sealing.parent_ids
+_content_key = _sealing.content_key
+_driver_value = _sealing.driver_value
+_stored_time = _sealing.stored_time
 
 DB_FILE = "carebox.db"
 PAGE_SIZE = 16384  # for new stores
-
-
-def new_id() -> str:
-    return secrets.token_hex(8)
-
-
-def db_time(dt: datetime | None) -> datetime | None:
-    """Aware UTC for storing (SQLModel's column type keeps UTC). Naive input is taken as UTC."""
-    if dt is None:
-        return None
-    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +52,7 @@ class NewMessage:
     source: str = ""
     modseq: int | None = None
     thread_id: str | None = None  # a provisional thread (sync: see services.threads.ProvisionalThreads)
+    sealed: SealedMessage | None = None  # its row values sealed beforehand (sealing.seal_message, this store's keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +60,8 @@ class AddResult:
     added: list[str]
     duplicates: int = 0
     malformed: int = 0
+    # (position in the items, new row id, its date as stored and read back) of each added message
+    placed: tuple[tuple[int, str, datetime | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +75,6 @@ class ThreadFacts:
     urgent: bool = False
     sender_status: str = ""
     suggested_tag: str | None = None
-
-
-def _addr_json(addrs: Iterable[Address]) -> list[list[str]]:
-    return [[a.name, a.addr] for a in addrs]
 
 
 def _addrs(data: Any) -> tuple[Address, ...]:
@@ -248,19 +235,21 @@ class Store:
     # --- messages --------------------------------------------------------------------------------
 
     def is_outgoing(self, parsed: ParsedMessage) -> bool:
-        return bool(self.professional) and parsed.sender.addr == self.professional
+        return _sealing.is_outgoing(parsed, self.professional)
 
     def counterpart(self, parsed: ParsedMessage, outgoing: bool) -> Address:
         """The patient side of a message: the sender if incoming, the first recipient if outgoing."""
-        if outgoing:
-            return parsed.to[0] if parsed.to else Address("", "")
-        return parsed.sender
+        return _sealing.counterpart(parsed, outgoing)
 
     def add_messages(self, folder: str, items: Sequence[NewMessage], *, role: str = "other") -> AddResult:
         """Store a batch in one transaction. Duplicates (same folder and UID, or same folder and
-        identical bytes for UID-less imports) are skipped, so a retried batch changes nothing."""
+        identical bytes for UID-less imports) are skipped, so a retried batch changes nothing.
+        An item may come sealed beforehand (``NewMessage.sealed``, made with this store's keys):
+        its values are written as they are, the same columns as sealing it here would give."""
         if not items:
             return AddResult([])
+        if self.cipher.locked:
+            raise Locked("the store is locked")
         fid = self.folder_id(folder, role)
         now = db_time(datetime.now(UTC))
         added: list[str] = []
@@ -281,36 +270,43 @@ class Store:
                             select(T.Message.uid).where(T.Message.folder_id == fid, T.Message.uid.in_(chunk))  # type: ignore[union-attr]
                         )
                     )
-            ctokens = [self.token("content", _content_key(it.raw)) for it in items]
+            ctokens = [
+                it.sealed.content_token if it.sealed is not None else self.token("content", _content_key(it.raw))
+                for it in items
+            ]
             content_tokens = {tok: it for tok, it in zip(ctokens, items, strict=True) if it.uid is None}
             have_content: set[str] = set()
+            # "+folder_id": SQLite would otherwise pick the folder index and read every row of the
+            # folder for each batch (a first sync's batches got slower as the folder grew); the
+            # token (or UID-is-NULL) index finds the few candidate rows directly.
             if content_tokens:
                 for chunk in _chunks(list(content_tokens), 900):
                     have_content.update(
                         r[0]
-                        for r in conn.execute(
-                            select(T.Message.content_token).where(
-                                T.Message.folder_id == fid,
-                                T.Message.content_token.in_(chunk),  # type: ignore[attr-defined]
-                            )
+                        for r in conn.exec_driver_sql(
+                            "SELECT content_token FROM message WHERE +folder_id = ? "  # noqa: S608
+                            f"AND content_token IN ({', '.join('?' * len(chunk))})",
+                            (fid, *chunk),
                         )
                     )
             # A reply carebox sent is kept as a UID-less local copy in the Sent folder; when sync
             # brings the server's copy, it claims that row (sets its UID) instead of doubling it.
             local_copies: dict[str, str] = {}
-            mtokens = [self.token("msgid", it.parsed.message_id) for it in items]  # once per message
+            mtokens = [  # once per message
+                it.sealed.msgid_token if it.sealed is not None else self.token("msgid", it.parsed.message_id)
+                for it in items
+            ]
             with_uid_tokens = [t for it, t in zip(items, mtokens, strict=True) if it.uid is not None]
             for chunk in _chunks([t for t in with_uid_tokens if t], 900):
-                for mid, tok in conn.execute(
-                    select(T.Message.id, T.Message.msgid_token).where(
-                        T.Message.folder_id == fid,
-                        T.Message.uid.is_(None),  # type: ignore[union-attr]
-                        T.Message.msgid_token.in_(chunk),  # type: ignore[attr-defined]
-                    )
+                for mid, tok in conn.exec_driver_sql(
+                    "SELECT id, msgid_token FROM message WHERE +folder_id = ? AND uid IS NULL "  # noqa: S608
+                    f"AND msgid_token IN ({', '.join('?' * len(chunk))}) ORDER BY rowid",
+                    (fid, *chunk),
                 ):
                     local_copies.setdefault(tok, mid)
             seen_in_batch: set[object] = set()
-            for it, ctoken, mtoken in zip(items, ctokens, mtokens, strict=True):
+            placed: list[tuple[int, str, datetime | None]] = []
+            for pos_in_batch, (it, ctoken, mtoken) in enumerate(zip(items, ctokens, mtokens, strict=True)):
                 if it.uid is not None and it.uid not in have_uids:
                     claimed = local_copies.pop(mtoken, None)
                     if claimed is not None:
@@ -330,69 +326,40 @@ class Store:
                     duplicates += 1
                     continue
                 seen_in_batch.add(dedup_key)
-                p = it.parsed
-                mid = new_id()
-                outgoing = self.is_outgoing(p)
-                other = self.counterpart(p, outgoing)
-                date = p.date or it.internal_date or datetime.now(UTC)
-                extra = {
-                    "to": _addr_json(p.to),
-                    "cc": _addr_json(p.cc),
-                    "reply_to": _addr_json(p.reply_to),
-                    "auth_results": p.auth_results,
-                    "problem": p.problem,
-                    "references": list(p.references),
-                    "in_reply_to": list(p.in_reply_to),
-                }
-                if p.malformed:
+                sm = it.sealed or seal_message(
+                    self.cipher, self.professional, it.raw, it.parsed, it.internal_date,
+                    content_token=ctoken, msgid_token=mtoken,
+                )  # fmt: skip
+                if sm.malformed:
                     malformed += 1
-                seal = self.seal
                 rows.append(
                     (  # in the order of _MESSAGE_COLS
-                        mid,
+                        sm.id,
                         fid,
                         it.uid,
                         it.source,
-                        mtoken,
-                        self.token("subject", normalize_subject(p.subject)),
-                        self.token("addr", other.addr),
-                        ctoken,
-                        has_reply_prefix(p.subject),
-                        _driver_value(db_time(date)),
-                        _driver_value(db_time(it.internal_date)),
-                        len(it.raw),
+                        sm.msgid_token,
+                        sm.subject_token,
+                        sm.counterpart_token,
+                        sm.content_token,
+                        sm.reply_prefix,
+                        sm.date,
+                        sm.internal_date,
+                        sm.size,
                         " ".join(sorted(it.flags)),
                         it.modseq,
-                        outgoing,
-                        p.malformed,
+                        sm.outgoing,
+                        sm.malformed,
                         False,
                         it.thread_id,
                         added_at,
-                        seal("message", "raw", mid, it.raw),
-                        seal("message", "message_id", mid, p.message_id),
-                        seal("message", "subject", mid, p.subject),
-                        seal("message", "from_name", mid, p.sender.name),
-                        seal("message", "from_addr", mid, p.sender.addr),
-                        seal("message", "body", mid, p.body),
-                        seal("message", "extra", mid, json.dumps(extra)),
+                        *sm.sealed,
                     )
                 )
-                for pos, ref in enumerate(parent_ids(p)):
-                    parents.append((mid, pos, self.token("msgid", ref)))
-                for pos, att in enumerate(p.attachments):
-                    aid = new_id()
-                    info = json.dumps({"filename": att.filename, "content_type": att.content_type})
-                    attachments.append(
-                        (
-                            aid,
-                            mid,
-                            pos,
-                            att.size,
-                            seal("attachment", "info", aid, info),
-                            seal("attachment", "data", aid, att.data),
-                        )
-                    )
-                added.append(mid)
+                parents.extend(sm.parents)
+                attachments.extend(sm.attachments)
+                added.append(sm.id)
+                placed.append((pos_in_batch, sm.id, sm.date_read_back))
             # Straight to the driver: the same columns and values (datetimes as SQLAlchemy's text)
             # as the typed inserts, without their per-row overhead.
             if rows:
@@ -404,7 +371,7 @@ class Store:
                     _insert_sql("attachment", ("id", "message_id", "position", "size", "info_enc", "data_enc")),
                     attachments,
                 )
-        return AddResult(added, duplicates, malformed)
+        return AddResult(added, duplicates, malformed, tuple(placed))
 
     def message_count(self, folder: str | None = None) -> int:
         q = select(func.count()).select_from(T.Message)
@@ -492,23 +459,22 @@ class Store:
         ``tokens`` as a parent."""
         found: set[str] = set()
         toks = [t for t in set(tokens) if t]
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn:  # plain SQL: a first sync asks about every token it stored
             for chunk in _chunks(toks, 900):
+                marks = ", ".join("?" * len(chunk))
                 found.update(
                     r[0]
-                    for r in conn.execute(
-                        select(T.Message.thread_id).where(
-                            T.Message.msgid_token.in_(chunk),  # type: ignore[attr-defined]
-                            T.Message.thread_id.is_not(None),  # type: ignore[union-attr]
-                        )
+                    for r in conn.exec_driver_sql(
+                        f"SELECT thread_id FROM message WHERE msgid_token IN ({marks}) AND thread_id IS NOT NULL",  # noqa: S608
+                        tuple(chunk),
                     )
                 )
                 found.update(
                     r[0]
-                    for r in conn.execute(
-                        select(T.Message.thread_id)
-                        .join(T.MessageParent, T.MessageParent.message_id == T.Message.id)
-                        .where(T.MessageParent.token.in_(chunk), T.Message.thread_id.is_not(None))  # type: ignore[attr-defined,union-attr]
+                    for r in conn.exec_driver_sql(
+                        "SELECT m.thread_id FROM message m JOIN message_parent p ON p.message_id = m.id "  # noqa: S608
+                        f"WHERE p.token IN ({marks}) AND m.thread_id IS NOT NULL",
+                        tuple(chunk),
                     )
                 )
         return found
@@ -563,8 +529,9 @@ class Store:
         out: dict[str, frozenset[str]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(keys), 900):
-                for mid, flags in conn.execute(
-                    select(T.Message.id, T.Message.flags).where(T.Message.id.in_(chunk))  # type: ignore[attr-defined]
+                for mid, flags in conn.exec_driver_sql(
+                    f"SELECT id, flags FROM message WHERE id IN ({', '.join('?' * len(chunk))})",  # noqa: S608
+                    tuple(chunk),
                 ):
                     out[mid] = frozenset(flags.split())
         return out
@@ -574,15 +541,10 @@ class Store:
         out: dict[str, tuple[Address, tuple[Address, ...], str, frozenset[str]]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(keys), 900):
-                for mid, name, addr, subj, extra, flags in conn.execute(
-                    select(
-                        T.Message.id,
-                        T.Message.from_name_enc,
-                        T.Message.from_addr_enc,
-                        T.Message.subject_enc,
-                        T.Message.extra_enc,
-                        T.Message.flags,
-                    ).where(T.Message.id.in_(chunk))  # type: ignore[attr-defined]
+                for mid, name, addr, subj, extra, flags in conn.exec_driver_sql(
+                    "SELECT id, from_name_enc, from_addr_enc, subject_enc, extra_enc, flags FROM message "  # noqa: S608
+                    f"WHERE id IN ({', '.join('?' * len(chunk))})",
+                    tuple(chunk),
                 ):
                     ex = json.loads(self.open_text("message", "extra", mid, extra))
                     out[mid] = (
@@ -603,24 +565,30 @@ class Store:
             gone = list(remove)
             for chunk in _chunks(gone, 900):
                 conn.execute(T.Thread.__table__.delete().where(T.Thread.id.in_(chunk)))  # type: ignore[attr-defined]
-            # One compiled statement per set of columns, executed for many rows at once.
-            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            # One statement per set of columns, executed for many rows at once, straight to the
+            # driver: what SQLAlchemy's upsert wrote (a new row also gets the columns' defaults;
+            # an existing one has only the given columns replaced; datetimes as its text).
+            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
             for row in rows:
                 tid = row["id"]
                 values = {k: v for k, v in row.items() if k not in ("patient_name", "patient_addr", "subject")}
                 for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
                     if k in values:
-                        values[k] = db_time(values[k])
+                        values[k] = _driver_value(db_time(values[k]))
                 values["patient_name_enc"] = self.seal("thread", "patient_name", tid, row["patient_name"])
                 values["patient_addr_enc"] = self.seal("thread", "patient_addr", tid, row["patient_addr"])
                 values["subject_enc"] = self.seal("thread", "subject", tid, row["subject"])
-                groups.setdefault(tuple(sorted(values)), []).append(values)
-            for cols, batch in groups.items():
-                stmt = sqlite_insert(T.Thread)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["id"], set_={k: stmt.excluded[k] for k in cols if k != "id"}
+                cols = tuple(sorted(values))
+                groups.setdefault(cols, []).append(
+                    tuple(values[k] for k in cols) + tuple(v for k, v in _THREAD_DEFAULTS if k not in values)
                 )
-                conn.execute(stmt, batch)
+            for cols, batch in groups.items():
+                given = set(cols)
+                defaulted = [k for k, _ in _THREAD_DEFAULTS if k not in given]
+                updates = ", ".join(f"{k} = excluded.{k}" for k in cols if k != "id")
+                conn.exec_driver_sql(
+                    _insert_sql("thread", (*cols, *defaulted)) + f" ON CONFLICT (id) DO UPDATE SET {updates}", batch
+                )
 
     def set_thread_fields(self, thread_id: str, **values: Any) -> None:
         for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
@@ -840,41 +808,16 @@ _MESSAGE_COLS = (
 )
 
 
-def _stored_time(value: Any) -> datetime:
-    """A stored datetime column read through the driver, as the typed column gives it (aware UTC)."""
-    if isinstance(value, datetime):
-        return utc(value)  # type: ignore[return-value]
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+# (column, default) of the thread columns that have one: SQLAlchemy added them to an insert without them
+_THREAD_DEFAULTS: tuple[tuple[str, Any], ...] = tuple(
+    (c.name, c.default.arg)
+    for c in T.Thread.__table__.columns  # type: ignore[attr-defined]
+    if c.default is not None and not callable(c.default.arg)
+)
 
 
 def _insert_sql(table: str, cols: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"  # noqa: S608
-
-
-def _driver_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        value = value.astimezone(UTC)
-        if value.year >= 1000:  # the same text as the strftime below, at a third of its cost
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
-    return value
-
-
-def _content_key(raw: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(raw).hexdigest()
-
-
-def parent_ids(p: ParsedMessage) -> list[str]:
-    """The parent Message-IDs of a message as threading links them: References then In-Reply-To, once each."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for ref in (*p.references, *p.in_reply_to):
-        if ref and ref not in seen and ref != p.message_id:
-            seen.add(ref)
-            out.append(ref)
-    return out
 
 
 def _message_ref(row: Sequence[Any], parents: dict[str, list[tuple[int, str]]], date: datetime) -> MessageRef:

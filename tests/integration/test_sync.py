@@ -408,6 +408,70 @@ async def test_slow_message_is_stored_raw_and_flagged(env: Env, mode: str) -> No
     assert not stored["sync-1@test.example"].malformed and "message 1 line" in stored["sync-1@test.example"].body
 
 
+async def test_threads_inspected_during_the_download_are_those_threading_computes(
+    env: Env, small_batches: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes, threads are inspected while the download goes on (safety.EarlyInspection
+    in the low-priority worker); the stored rows are what a fresh inspector computes afterwards,
+    also for conversations that got another message after they were inspected early."""
+    from carebox.services import safety as safety_mod
+
+    monkeypatch.setattr(safety_mod, "EARLY_SETTLE", 1)
+    settled: list[safety_mod.EarlyInspection] = []
+    real_settle = safety_mod.EarlyInspection.settle
+
+    def settle(self: safety_mod.EarlyInspection) -> None:
+        real_settle(self)
+        settled.append(self)
+
+    monkeypatch.setattr(safety_mod.EarlyInspection, "settle", settle)
+    a = env.account
+    for i in range(1, 31):
+        raw = mail(i)
+        if i % 5 == 0:
+            raw = raw.replace(b"line of text", b"line, I have chest pain and")
+        a.deliver(raw)
+        if i % 7 == 3:  # the same patient writes again, much later in the mailbox
+            a.deliver(
+                mail(
+                    200 + i,
+                    sender=f"Patient {i % 4} <patient{i % 4}@mail.example>",
+                    reply_to_id=f"sync-{i}@test.example",
+                )
+            )
+    for i in range(1, 31, 4):  # answered from the practice
+        a.deliver(
+            mail(
+                100 + i,
+                sender=f"Dr. Test <{DOCTOR}>",
+                to="Patient <p@mail.example>",
+                reply_to_id=f"sync-{i}@test.example",
+            ),
+            folder="Sent",
+        )
+    parser = MessageParser("process")
+    try:
+        report = await bounded(sync_once(env.session, parser=parser))
+    finally:
+        parser.close()
+    assert report.added == 30 + 4 + 8
+    await assert_store_equals_server(env.store, a)
+    assert settled and settled[0].answered > 0
+
+    store = env.store
+    ids = store.all_thread_ids()
+    got = {t: (f.urgent, f.sender_status, f.suggested_tag, f.category) for t, f in store.thread_facts(ids).items()}
+    keys = store.thread_message_keys(ids)
+    refs = {r.key: r for r in store.refs_of_threads(ids)}
+    fresh = safety_mod.safety_inspector(store, env.session.config)
+    want = {}
+    for t in ids:
+        out = fresh(store, t, [refs[k] for k in keys[t]], {})
+        want[t] = (out["urgent"], out["sender_status"], out["suggested_tag"], out.get("category"))
+    assert got == want
+    assert sum(1 for x in want.values() if x[0]) == 4  # chest pain in 6 conversations, 2 of them answered
+
+
 # ---- interruptions -------------------------------------------------------------------------------------
 
 

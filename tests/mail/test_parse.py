@@ -6,6 +6,7 @@ import base64
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import getaddresses
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -529,3 +530,43 @@ def test_wrong_input_types_do_not_raise() -> None:
     assert parse_message(bytearray(b"From: a@b.example\r\n\r\nx")).sender.addr == "a@b.example"
     assert parse_message(memoryview(b"From: a@b.example\r\n\r\nx")).body == "x"
     assert parse_message(None).malformed  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "text/plain; charset=utf-8"},
+        {},
+        {"Content-Type": 'application/pdf; name="r.pdf"'},
+        {"Content-Type": "application/pdf; NAME = r.pdf"},
+        {"Content-Type": "application/pdf; name*=utf-8''r%C3%A9.pdf"},
+        {"Content-Type": "application/pdf; name*0=a; name*1=b.pdf"},
+        {"Content-Type": "text/plain", "Content-Disposition": 'attachment; filename="x.txt"'},
+        {"Content-Type": "text/plain", "Content-Disposition": "inline"},
+        {"Content-Type": "text/plain; charset=utf-8; x=" + "y" * 5000},  # oversized: the slow path's defect
+        {"Content-Type": "text/plain; charset=utf-8; x=" + "y" * 5000 + "; name=late.txt"},
+    ],
+)
+def test_filename_shortcut_is_what_get_filename_gives(headers: dict[str, str]) -> None:
+    """A part whose headers cannot carry a file name skips email's parameter parsing: the name and
+    the defects noted are those of the full lookup."""
+    from email.message import Message
+
+    from carebox.mail import parse as P
+
+    def part() -> Message:
+        m = P._Part(policy=P._POLICY)
+        for k, v in headers.items():
+            m[k] = v
+        m.set_payload("x")
+        return m
+
+    fast, slow = part(), part()
+    problems = P._Problems()
+    try:
+        name = slow.get_filename()
+        expected = "" if not name else P.safe_filename(P.decode_words(P._header_text(str(name), problems)))
+    except Exception:
+        expected = ""
+    assert P._filename(fast, P._Problems()) == expected
+    assert [type(d) for d in fast.defects] == [type(d) for d in slow.defects]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from concurrent.futures import Executor, Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -652,3 +653,83 @@ def test_an_inspector_knows_when_the_directory_changed_under_it(directory: Store
     save_patient(store, make_patient("New Patient", "new@mail.example"), now=NOW)
     assert inspector.directory_changed(store)
     assert not safety_inspector(store, CONFIG, NOW).directory_changed(store)
+
+
+class _Inline(Executor):
+    """Runs each call at once (deterministic early answers for the test)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        fut: Future = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+@pytest.mark.parametrize("fault", [False, True])
+def test_early_inspection_gives_the_answers_threading_would(
+    directory: Store, monkeypatch: pytest.MonkeyPatch, fault: bool
+) -> None:
+    """Threads inspected while a download goes on (EarlyInspection: provisional threads, parsed
+    messages) get the answers plain threading gives afterwards, also threads that gained a message
+    after they were inspected early (their early answer is for other messages and is not used).
+    With ``fault`` the early answers are planted wrong: the comparison must see it."""
+    from carebox.services import safety as service
+    from carebox.services import safety_checks
+    from carebox.services.threads import ProvisionalThreads
+
+    store = directory
+    senders = [ANNA, OLAF, OLD, Address("Stranger", "who@else.example"), Address("Anna Berg", "anna@rnail.example")]
+    bodies = ["I have chest pain", "renew my prescription", "hello", "are my blood test results back?", "thanks"]
+    batches: list[list[NewMessage]] = [[] for _ in range(8)]
+    for i in range(36):
+        b = i // 6
+        batches[b].append(
+            message(f"p{i}@x", sender=senders[i % 5], to=DOC, body=bodies[i % 5] + f" ({i})", hours=-60 + i)
+        )
+        if i % 3 == 0:  # answered in the same batch: only the sender is checked
+            batches[b].append(message(f"a{i}@x", sender=DOC, to=senders[i % 5], hours=-59.5 + i, in_reply_to=f"p{i}@x"))
+        if i % 4 == 1:  # the patient writes again two batches later: the early answer is stale
+            batches[b + 2].append(
+                message(
+                    f"q{i}@x",
+                    sender=senders[i % 5],
+                    to=DOC,
+                    body="it got worse, chest pain",
+                    hours=-58 + i,
+                    in_reply_to=f"p{i}@x",
+                )
+            )
+    if fault:
+        real = safety_checks.evaluate_window
+
+        def wrong(*args: object) -> list[dict]:
+            return [{**x, "urgent": not x["urgent"]} for x in real(*args)]  # type: ignore[arg-type]
+
+        monkeypatch.setattr(safety_checks, "evaluate_window", wrong)
+
+    inspector = service.safety_inspector(store, CONFIG, NOW)
+    early = inspector.early = service.EarlyInspection(inspector, _Inline(), settle=1)
+    provisional = ProvisionalThreads()
+    for batch in batches:
+        tids = provisional.assign([m.parsed for m in batch])
+        result = store.add_messages("INBOX", batch)
+        assert len(result.placed) == len(batch)
+        early.add(
+            (mid, tids[i], when, store.is_outgoing(batch[i].parsed), batch[i].parsed) for i, mid, when in result.placed
+        )
+    early.finish()
+    rethread(store, POLICY, [inspector])
+    assert early.answered >= 20 and early.sent == early.answered
+
+    ids = store.all_thread_ids()
+    facts = store.thread_facts(ids)
+    got = {t: (f.urgent, f.sender_status, f.suggested_tag, f.category) for t, f in facts.items()}
+    fresh = service.safety_inspector(store, CONFIG, NOW)
+    want = {}
+    for tid, refs in _threads(store).items():
+        out = fresh(store, tid, refs, {})
+        want[tid] = (out["urgent"], out["sender_status"], out["suggested_tag"], out.get("category"))
+    assert sum(1 for x in want.values() if x[0]) >= 8  # urgent threads, stale early answers among them
+    if fault:
+        assert got != want
+    else:
+        assert got == want

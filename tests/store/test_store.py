@@ -272,3 +272,147 @@ def test_threaded_refs_after_reads_what_refs_read(tmp_path: Path) -> None:
         assert any(len(r.parents) == 2 for r in refs) and any(r.outgoing for r in refs)
     finally:
         store.close()
+
+
+def _row_values(store: Store, folder: str) -> list[tuple]:
+    """Every column of the folder's messages with the sealed ones opened, their attachments and
+    parent tokens: what the store holds for them apart from row ids and the time added."""
+    import json as _json
+
+    conn = sqlite3.connect(store.directory / DB_FILE)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            "SELECT m.* FROM message m JOIN folder f ON f.id = m.folder_id WHERE f.name = ? ORDER BY m.uid", (folder,)
+        ).fetchall()
+        out = []
+        for r in rows:
+            mid, cols = r["id"], r.keys()
+            clear = tuple((k, r[k]) for k in cols if not k.endswith("_enc") and k not in ("id", "folder_id", "added"))
+            opened = tuple(
+                (k, store.open_bytes("message", k.removesuffix("_enc"), mid, r[k])) for k in cols if k.endswith("_enc")
+            )
+            parents = conn.execute(
+                "SELECT position, token FROM message_parent WHERE message_id = ? ORDER BY position", (mid,)
+            ).fetchall()
+            atts = [
+                (a["position"], a["size"], _json.loads(store.open_text("attachment", "info", a["id"], a["info_enc"])),
+                 store.open_bytes("attachment", "data", a["id"], a["data_enc"]))
+                for a in conn.execute("SELECT * FROM attachment WHERE message_id = ? ORDER BY position", (mid,))
+            ]  # fmt: skip
+            out.append((clear, opened, [tuple(p) for p in parents], atts))
+        return out
+    finally:
+        conn.close()
+
+
+def test_rows_sealed_beforehand_are_the_rows_the_store_seals(tmp_path: Path) -> None:
+    """A sync's workers seal rows with the store's sealing keys (never its data key); added that
+    way, a message is stored exactly as when the store seals it (clear columns, opened values,
+    parents, attachments), and a locked store takes neither."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from carebox.store.crypto import Locked
+    from carebox.store.sealing import seal_message
+    from carebox.store.store import NewMessage
+
+    store = open_store(tmp_path / "s")
+    items = [
+        message("m1@x", sender=patient(1), to=DOC, body="first"),
+        message("m2@x", sender=DOC, to=patient(1), body="answer", in_reply_to="m1@x", references=("m0@x", "m1@x")),
+        message("m3@x", sender=patient(2), to=DOC, subject="Re: results", body="with a file"),
+        message("m4@x", sender=patient(3), to=DOC, body="no date"),
+    ]
+    with_file = dataclasses.replace(
+        items[2].parsed, attachments=(Attachment("r.pdf", "application/pdf", 5, b"%PDF1"),), malformed=True, problem="p"
+    )
+    items[2] = dataclasses.replace(items[2], parsed=with_file)
+    items[3] = dataclasses.replace(items[3], parsed=dataclasses.replace(items[3].parsed, date=None))
+    items = [
+        dataclasses.replace(
+            it, uid=i + 1, flags=frozenset({"\\Seen"}), internal_date=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        )
+        for i, it in enumerate(items)
+    ]
+    plain = store.add_messages("A", items)
+    assert store.cipher.sealing_keys() != (store.cipher.data_key(),) * 2
+    worker = Cipher.for_sealing(store.cipher.sealing_keys())
+    sealed = [
+        dataclasses.replace(it, sealed=seal_message(worker, DOCTOR, it.raw, it.parsed, it.internal_date))
+        for it in items
+    ]
+    early = store.add_messages("B", sealed)
+    assert [p[0] for p in early.placed] == [0, 1, 2, 3] and early.malformed == plain.malformed == 1
+    assert [p[2] for p in early.placed] == [p[2] for p in plain.placed]
+    a, b = _row_values(store, "A"), _row_values(store, "B")
+    assert len(a) == 4 and a == b
+    assert store.add_messages("B", sealed).duplicates == 4  # the same dedup
+    store.cipher.forget()
+    with pytest.raises(Locked):
+        store.add_messages("C", [NewMessage(raw=items[0].raw, parsed=items[0].parsed, uid=9, sealed=sealed[0].sealed)])
+
+
+def test_write_threads_writes_what_the_typed_upsert_wrote(tmp_path: Path) -> None:
+    """write_threads goes straight to the driver: the same rows as SQLAlchemy's upsert (new rows
+    with the columns' defaults, existing rows with only the given columns replaced, datetimes as
+    its text)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    from carebox.store import tables as T
+    from carebox.store.sealing import db_time
+
+    def typed(store: Store, rows: list[dict]) -> None:  # the former implementation
+        with store.engine.begin() as conn:
+            for row in rows:
+                tid = row["id"]
+                values = {k: v for k, v in row.items() if k not in ("patient_name", "patient_addr", "subject")}
+                for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
+                    if k in values:
+                        values[k] = db_time(values[k])
+                values["patient_name_enc"] = store.seal("thread", "patient_name", tid, row["patient_name"])
+                values["patient_addr_enc"] = store.seal("thread", "patient_addr", tid, row["patient_addr"])
+                values["subject_enc"] = store.seal("thread", "subject", tid, row["subject"])
+                stmt = sqlite_insert(T.Thread)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["id"], set_={k: stmt.excluded[k] for k in values if k != "id"}
+                )
+                conn.execute(stmt, [values])
+
+    t0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+    head = {"patient_name": "Anna", "patient_addr": "anna@x", "subject": "Hi"}
+    first = [
+        {"id": "t1", "state": "waiting", "waiting_since": t0, "due_at": t0 + timedelta(hours=48), "last_date": t0,
+         "message_count": 2, "unread": 1, "counterpart_token": "c1", "tag": None, "category": None,
+         "tagged_at": None, "urgent": True, "sender_status": "verified", "suggested_tag": None, **head},
+        {"id": "t2", "last_date": t0, **head},  # only what it must have: the rest from the defaults
+        {"id": "t3", "state": "answered", "last_date": t0 - timedelta(days=400), "tag": "billing",
+         "tagged_at": t0, "urgent": False, **head},
+    ]  # fmt: skip
+    again = [
+        {"id": "t1", "state": "answered", "waiting_since": None, "due_at": None, "last_date": t0, **head},
+        {"id": "t3", "unread": 5, "suggested_tag": "redirect:phone", "last_date": t0, **head},
+        {"id": "t4", "last_date": t0, "category": "results", **head},
+    ]
+    stores = [open_store(tmp_path / "driver"), open_store(tmp_path / "typed")]
+    for rows in (first, again):
+        stores[0].write_threads(rows)
+        typed(stores[1], rows)
+    dumps = []
+    for store in stores:
+        conn = sqlite3.connect(store.directory / DB_FILE)
+        try:
+            got = []
+            for r in conn.execute("SELECT * FROM thread ORDER BY id").fetchall():
+                cols = [d[0] for d in conn.execute("SELECT * FROM thread LIMIT 0").description]
+                row = dict(zip(cols, r, strict=True))
+                for k in ("patient_name", "patient_addr", "subject"):
+                    row[k] = store.open_text("thread", k, row["id"], row.pop(f"{k}_enc"))
+                got.append(row)
+            dumps.append(got)
+        finally:
+            conn.close()
+    assert len(dumps[0]) == 4 and dumps[0] == dumps[1]
+    assert dumps[0][1]["state"] == "waiting" and dumps[0][2]["tag"] == "billing" and dumps[0][2]["unread"] == 5
