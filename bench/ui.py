@@ -336,9 +336,8 @@ def run_app(d: Path, marker: str, *, keychain: bool, keys: bool = True) -> dict[
         downs: list[tuple[float, float]] = []
         ends: list[tuple[float, float]] = []
         key_cpu = float("nan")
-        result = {"start": start, "start_cpu": start_cpu, "ready": ready, "downs": downs, "ends": ends}
         if not keys:
-            return {**result, "key_cpu": key_cpu}
+            return {"start": start, "start_cpu": start_cpu, "ready": ready, "downs": [], "ends": [], "key_cpu": key_cpu}
         app.quiet(0.5)
         before = app.cpu()
         downs = [app.key(b"j") for _ in range(150)]  # crosses the page-in at row 140 of the first 200
@@ -348,7 +347,7 @@ def run_app(d: Path, marker: str, *, keychain: bool, keys: bool = True) -> dict[
             app.quiet(0.2)
     finally:
         app.close()
-    return {**result, "key_cpu": key_cpu}
+    return {"start": start, "start_cpu": start_cpu, "ready": ready, "downs": downs, "ends": ends, "key_cpu": key_cpu}
 
 
 def breakdown(d: Path, keychain: bool) -> dict[str, float]:
