@@ -555,6 +555,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         new_key = _key_beside(directory, create=True) if not (directory / KEY_FILE).exists() else None
         from carebox.services.sync import quick_check, sync_once
 
+        if new_key is not None:  # the store's modules (the ORM: ~0.5 s) load while the key is made
+            import carebox.services.threads  # noqa: F401
+
         report = None if new_key is not None else asyncio.run(quick_check(cfg, directory))  # no change: no store
         if report is None:
             from carebox.services.session import open_session
