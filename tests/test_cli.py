@@ -326,3 +326,25 @@ def test_open_reads_its_first_page_before_the_orm_is_imported(config: Path, caps
     assert int(rows) >= 40 and int(total) >= int(rows) and is_open == "False" and orm == "[]"
     threads, is_open, imported = second.split()
     assert int(threads) >= 60 and is_open == "True" and imported == "True"
+
+
+def test_open_with_a_changed_policy_opens_the_store_before_painting(config: Path, capsys, monkeypatch) -> None:
+    """The stored deadlines were computed under another response window: no first page is read
+    through the driver (its order would be stale); prepare opens the store, which computes them again."""
+    import carebox.cli as cli
+    from carebox.services.inbox import status
+
+    assert run(capsys, "--config", str(config), "import", str(MBOX))[0] == 0
+    assert run(capsys, "--config", str(config), "status")[0] == 0
+    config.write_text(config.read_text() + "[policy]\nresponse_hours = 4\n")
+    seen: list[object] = []
+
+    def fake_ui(session, prepare=None, preparing="") -> int:
+        prepare()
+        seen.append((session.first_page, session.is_open, status(session.store, cli._now())["overdue"]))
+        return 0
+
+    monkeypatch.setattr(cli, "_run_ui", fake_ui)
+    assert run(capsys, "--config", str(config), "open")[0] == 0
+    first_page, is_open, overdue = seen[0]  # type: ignore[misc]
+    assert first_page is None and is_open and overdue > 0
