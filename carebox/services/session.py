@@ -34,7 +34,7 @@ class Session:
     extras: dict[str, object] = field(default_factory=dict)
     # ``carebox open`` paints before the ORM is imported: the Due view's first rows (read through
     # the sqlite3 driver, store.peek) and the function that opens the store (``open_store``) after
-    # that first frame. ``store`` is None until then.
+    # that first frame. Until then ``is_open`` is False, and reading ``store`` opens it at once.
     first_page: FirstPage | None = None
     opener: Callable[[], Store] | None = None
 
