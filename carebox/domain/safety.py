@@ -409,7 +409,13 @@ class AtomIndex:
 
 
 _ALTERNATIVES_MAX = 64  # leading alternatives a pattern is split into
-_CANDIDATES_MAX = 48  # start positions tried one by one; after that, an ordinary search
+# Start positions are tried one by one (about 1.5 us each in Python) until more than
+# _CANDIDATES_MAX were tried *and* they came more often than one per _CANDIDATE_SPACING characters;
+# then an ordinary search (about 45 ns a character) is cheaper for the rest of the text. Long texts
+# with a few candidates per line (words like "blood", "test", "cough") stay with the candidates:
+# a fixed cap of 48 sent them to the ordinary search, 4x dearer there.
+_CANDIDATES_MAX = 48
+_CANDIDATE_SPACING = 32
 WARM_UP = 200  # texts a prefilter is asked about before its pattern is analysed (see Prefilter)
 
 
@@ -618,7 +624,7 @@ class Prefilter:
                 continue  # inside a word: that alternative's (?<!\w) fails here (\w is exactly this test)
             last = s
             tried += 1
-            if tried > _CANDIDATES_MAX:  # many candidates: an ordinary search from here on
+            if tried > _CANDIDATES_MAX and s < tried * _CANDIDATE_SPACING:  # dense: an ordinary search from here on
                 yield from pattern.finditer(norm, s)
                 return
             m = pattern.match(norm, s)
@@ -697,15 +703,22 @@ class TextView:
 
     def possible(self, pf: Prefilter) -> list[_Alternative] | None:
         """The leading alternatives of ``pf``'s pattern whose needs hold in the text ([]: no
-        match is possible; None: no analysis, the pattern has to run)."""
-        if not pf.ready():
+        match is possible; None: no analysis, the pattern has to run).
+
+        Called for every pattern on every text, and most answers are a failed gate: that case
+        takes no other call than one ``isdisjoint`` once the text's atoms are known."""
+        if not pf._analysed and not pf.ready():
             return None
-        if not self._indexed(pf):
+        index = self._index
+        if (index is None or pf._checked is not index) and not self._indexed(pf):
             if pf.alternatives is None:
                 return None if self.holds(pf.branches, pf) else []
             return [a for a in pf.alternatives if self.holds(a.branches, pf)]
-        present = self.present()
-        if pf.gate is not None and present.isdisjoint(pf.gate):
+        present = self._present
+        if present is None:
+            present = self.present()
+        gate = pf.gate
+        if gate is not None and present.isdisjoint(gate):
             return []
         if pf.alternatives is None:
             return None if _holds_in(pf.branches, present) else []
@@ -1071,7 +1084,14 @@ class RedFlagMatcher:
         """``find`` over the view of a text (``matcher.view(text)``)."""
         norm = view.norm
         hits: list[RedFlagHit] = []
+        index = view._index
+        present = view.present() if index is not None else None
         for (rule, label, _pattern), pf in zip(self._rules, self._filters, strict=True):
+            # most rules fail their gate on most texts: that test first, without a call
+            # (``possible`` would answer [] the same way)
+            gate = pf.gate
+            if present is not None and gate is not None and pf._checked is index and present.isdisjoint(gate):
+                continue
             alts = view.possible(pf)
             if alts == []:
                 continue

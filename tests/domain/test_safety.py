@@ -6,6 +6,7 @@ import json
 import random
 import re
 import unicodedata
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -779,3 +780,55 @@ def test_prepare_makes_every_analysis_at_once() -> None:
     assert all(f._analysed for f in matcher._filters) and matcher._index is not None
     scope, results, personal = safety._checks()
     assert all(pf._analysed for _, pf in scope) and results._analysed and personal._analysed
+
+
+def test_a_prepared_matcher_equals_the_reference_on_the_corpus() -> None:
+    """With its analysis and atom index made (as in a sync's worker), the matcher rejects most
+    rules by their gate without running them: never a rule that matches."""
+    matcher = RedFlagMatcher(EXTRAS)
+    matcher.prepare()
+    texts = _corpus_texts()
+    flagged = 0
+    for text in texts:
+        view = matcher.view(text)
+        assert view._index is matcher.index  # the gate shortcut applies to this view
+        got = [(h.rule, h.label, h.text, h.negated) for h in matcher.find_in(view)]
+        expected = ref_find(text, EXTRAS)
+        assert got == expected, text
+        flagged += bool(expected)
+    assert flagged > len(texts) // 2
+
+
+class _CountingPattern:
+    """A compiled pattern that counts how its matches are looked for."""
+
+    def __init__(self, expr: str) -> None:
+        self.real = re.compile(expr)
+        self.pattern, self.flags, self.groups = self.real.pattern, self.real.flags, self.real.groups
+        self.searches = 0
+
+    def match(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        return self.real.match(text, pos)
+
+    def finditer(self, text: str, pos: int = 0) -> Iterator[re.Match[str]]:
+        self.searches += 1
+        return self.real.finditer(text, pos)
+
+
+@pytest.mark.parametrize(
+    ("text", "searches"),
+    [
+        # sparse: more than _CANDIDATES_MAX starts, far apart: tried one by one to the end
+        ("ab and then some more filler words here " * 120 + "cde", 0),
+        # dense: an ordinary search takes over
+        ("ab " * 200 + "cde xab abe", 1),
+    ],
+    ids=["sparse", "dense"],
+)
+def test_many_candidate_starts_sparse_or_dense_find_the_same_matches(text: str, searches: int) -> None:
+    pattern = _CountingPattern(r"(?<!\w)(?:ab|cd)e?(?!\w)")
+    pf = Prefilter(pattern).analysed()  # type: ignore[arg-type]
+    view = TextView(text, AtomIndex(pf.atoms))
+    assert text.count("ab") > safety._CANDIDATES_MAX
+    assert [m.span() for m in pf.finditer(view)] == [m.span() for m in pattern.real.finditer(text)]
+    assert pattern.searches == searches
