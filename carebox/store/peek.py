@@ -20,9 +20,7 @@ from pathlib import Path
 
 from carebox.store.crypto import Cipher
 from carebox.store.migrations import LATEST
-from carebox.store.rows import ThreadRow, read_due_page, read_thread_rows
-
-DB_FILE = "carebox.db"  # the same file as store.store.DB_FILE (a test checks)
+from carebox.store.rows import DB_FILE, ThreadRow, read_due_page, read_thread_rows
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import Any
 from carebox.domain.models import Address, ThreadState
 from carebox.store.sealing import stored_time, utc  # noqa: F401 - utc is re-exported
 
+DB_FILE = "carebox.db"  # the store's database, in its folder
+
 
 class StoreError(Exception):
     """A store problem, worded as one line for the user."""

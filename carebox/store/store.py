@@ -28,7 +28,7 @@ from carebox.store import sealing as _sealing
 from carebox.store import tables as T
 from carebox.store.crypto import Cipher, Locked
 from carebox.store.migrations import migrate
-from carebox.store.rows import StoredMessage, StoreError, ThreadRow, read_due_page, read_thread_rows
+from carebox.store.rows import DB_FILE, StoredMessage, StoreError, ThreadRow, read_due_page, read_thread_rows
 from carebox.store.sealing import SealedMessage, db_time, seal_message, utc
 
 # re-exported (callers import them from here)
@@ -38,7 +38,6 @@ _content_key = _sealing.content_key
 _driver_value = _sealing.driver_value
 _stored_time = _sealing.stored_time
 
-DB_FILE = "carebox.db"
 PAGE_SIZE = 16384  # for new stores
 
 

@@ -83,7 +83,7 @@ class CareboxApp(App[None]):
         self.session = session
         self._prepare = prepare
         self.preparing = prepare is not None
-        self._preparing_line = preparing or "Preparing the mailbox..."
+        self.preparing_line = preparing or "Preparing the mailbox..."
         self.prepare_error: BaseException | None = None
         self.clock = clock or (lambda: datetime.now(UTC))
         self.undo_seconds = undo_seconds
@@ -156,13 +156,18 @@ class CareboxApp(App[None]):
         self._start()
 
     def _run_prepare(self) -> None:
+        self._in_thread_then(self._prepare, self._prepared)  # type: ignore[arg-type]
+
+    def _in_thread_then(self, work: Callable[[], object], then: Callable[[], None]) -> None:
+        """In a worker thread: ``work``, then ``then`` on the app's thread; if ``work`` raises, the
+        app exits with ``prepare_error`` set (the caller shows it in one line)."""
         try:
-            self._prepare()  # type: ignore[misc]
-        except BaseException as exc:  # shown by the caller in one line, after the app has exited
+            work()
+        except BaseException as exc:
             self.prepare_error = exc
             self.call_from_thread(self.exit, None, 1)
             return
-        self.call_from_thread(self._prepared)
+        self.call_from_thread(then)
 
     def _prepared(self) -> None:
         self.preparing = False
@@ -177,10 +182,6 @@ class CareboxApp(App[None]):
         # then); the timer covers a screen pushed on top before that frame was drawn
         inbox_screen.call_after_refresh(self._after_first_frame)
         self.set_timer(1.0, self._after_first_frame)
-
-    @property
-    def preparing_line(self) -> str:
-        return self._preparing_line
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.preparing:  # nothing to act on yet: only quitting
@@ -214,13 +215,7 @@ class CareboxApp(App[None]):
         self.run_worker(self._open_store, thread=True, group="open", exit_on_error=False)
 
     def _open_store(self) -> None:
-        try:
-            self.session.open_store()
-        except Exception as exc:  # shown by the caller in one line, after the app has exited
-            self.prepare_error = exc
-            self.call_from_thread(self.exit, None, 1)
-            return
-        self.call_from_thread(self._store_ready)
+        self._in_thread_then(self.session.open_store, self._store_ready)
 
     def _store_ready(self) -> None:
         self.session.first_page = None  # the inbox holds its rows; nothing else needs these

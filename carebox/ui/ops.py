@@ -15,6 +15,7 @@ from datetime import datetime
 from types import ModuleType
 from typing import Any
 
+from carebox.domain.senders import badge as sender_badge
 from carebox.services.session import Session
 
 _cache: dict[str, ModuleType | None] = {}
@@ -203,8 +204,6 @@ async def flush(session: Session, *, now: datetime) -> str | None:
 def badge(sender_status: str) -> tuple[str, str]:
     """(text, style) of a row's sender badge (no import of the safety service: the first rows
     are painted before it loads)."""
-    from carebox.domain.senders import badge as sender_badge
-
     return sender_badge(sender_status)
 
 
