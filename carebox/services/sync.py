@@ -626,6 +626,7 @@ class _SyncRun:
         self._touched: set[str] = set()  # conversations created or updated by this pass
         self._inspectors: list[Any] | None = None
         self._provisional_threads: Any = None
+        self._added: Any = None  # threads.AddedMessages: the rows this pass added, as written
         self._marked = False  # the provisional-threads mark is set (by this pass or an unfinished one)
         self._drain: Any = None  # syncstate.WalDrain during a long download
         self._early: Any = None  # safety.EarlyInspection while the workers inspect during a download
@@ -692,7 +693,8 @@ class _SyncRun:
         for inspector in self._inspectors:
             if pool is not None and hasattr(inspector, "executor"):
                 inspector.executor = pool  # a big refresh shares the checks with the workers
-        ids = rethread(self.store, self.session.policy, self._inspectors, overlap=True, after=after)
+        ids = rethread(self.store, self.session.policy, self._inspectors, overlap=True, after=after, added=self._added)
+        self._added = None
         if after is not None:  # every provisional thread is final and summarised now
             self.store.set_meta(THREADS_PENDING_META, "")
         self._touched |= ids
@@ -992,6 +994,11 @@ class _SyncRun:
             self._stale_threads |= result.threads
             items = [it for it in items if it.uid not in result.claimed]
         added = self.store.add_messages(name, items, role=role)
+        if self._added is None:
+            from carebox.services.threads import AddedMessages
+
+            self._added = AddedMessages()
+        self._added.note(added, items)
         fr.added += len(added.added)
         fr.already += added.duplicates
         fr.malformed += added.malformed

@@ -10,7 +10,7 @@ from carebox.domain.deadlines import Policy, summarize
 from carebox.domain.models import Address, MessageRef, ParsedMessage, ThreadState
 from carebox.domain.threading import assign_thread_ids, thread_groups
 from carebox.services.policy import POLICY_META, policy_fingerprint, policy_from_config  # noqa: F401 - re-exported
-from carebox.store.store import Store, ThreadFacts, new_id, parent_ids
+from carebox.store.store import AddResult, NewMessage, Store, ThreadFacts, new_id, parent_ids
 
 OVERLAP_MIN = 500  # messages to (re)assign before rethread(overlap=True) writes them beside the summaries
 
@@ -40,6 +40,57 @@ class ProvisionalThreads:
                 by_id.setdefault(i, tid)
             out.append(tid)
         return out
+
+
+ADDED_HOLD = 200_000  # messages AddedMessages keeps (a few hundred bytes each); later ones are read back
+
+
+class AddedMessages:
+    """What a sync pass added with provisional thread ids, kept as it was written: rethread and
+    refresh_threads take those rows' refs, thread ids, heads (sender, recipients, subject) and
+    flags from here instead of reading the rows back and decrypting them.
+
+    Only what ``note`` was given after a committed ``Store.add_messages`` is here, by rowid: any
+    other row after the mark (one an interrupted pass wrote, one this pass wrote but could not note)
+    is read from the store as before. The rows' values never change before rethread: only this pass
+    writes rows after its mark, and their flags only change for UIDs that were stored before it."""
+
+    def __init__(self, hold: int = ADDED_HOLD) -> None:
+        self.runs: list[tuple[int, list[MessageRef], list[str]]] = []  # (first rowid, refs, thread ids)
+        self.heads: dict[str, tuple[Address, tuple[Address, ...], str]] = {}
+        self.flags: dict[str, frozenset[str]] = {}
+        self.hold = hold
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def note(self, result: AddResult, items: Sequence[NewMessage]) -> bool:
+        """Keep the rows ``result`` says were added from ``items`` (whole, or not at all)."""
+        first = result.first_rowid
+        if first is None or not result.placed or len(self) + len(result.placed) > self.hold:
+            return False
+        refs = list(result.refs)
+        tids = [items[pos].thread_id for pos, _, _ in result.placed]
+        if len(refs) != len(result.placed) or any(r is None for r in refs) or any(t is None for t in tids):
+            return False
+        if self.runs and first <= self.runs[-1][0] + len(self.runs[-1][1]) - 1:
+            return False  # runs are kept in rowid order
+        for pos, mid, _ in result.placed:
+            it = items[pos]
+            p = it.parsed
+            # what Store.message_heads / message_flags read back: the values as sealed and stored
+            self.heads[mid] = (
+                Address(p.sender.name, p.sender.addr),
+                tuple(Address(a.name, a.addr) for a in p.to),
+                p.subject,
+            )
+            self.flags[mid] = frozenset(" ".join(sorted(it.flags)).split())
+        if self.runs and self.runs[-1][0] + len(self.runs[-1][1]) == first:
+            self.runs[-1][1].extend(refs)  # type: ignore[arg-type]
+            self.runs[-1][2].extend(tids)  # type: ignore[arg-type]
+        else:
+            self.runs.append((first, refs, tids))  # type: ignore[arg-type]
+        return True
 
 
 def _assign_preferring_summarised(
@@ -72,6 +123,7 @@ def rethread(
     *,
     overlap: bool = False,
     after: int | None = None,
+    added: AddedMessages | None = None,
 ) -> set[str]:
     """Give every unthreaded message a thread, merging threads it links, and refresh the
     summaries of all threads touched. Returns the ids of the threads now holding them.
@@ -83,11 +135,14 @@ def rethread(
 
     With ``overlap`` the messages' thread ids are written by a second connection while the
     summaries (and inspectors) are computed, and committed before the summaries are written
-    (the same two transactions in the same order; SQLite does the big UPDATE without the GIL)."""
+    (the same two transactions in the same order; SQLite does the big UPDATE without the GIL).
+
+    ``added`` (with ``after``): the rows this pass added, as it wrote them (``AddedMessages``);
+    they are not read back."""
     new_refs = store.unthreaded_refs()
     provisional: dict[str, str] = {}
     if after is not None:
-        placed, provisional = store.threaded_refs_after(after)
+        placed, provisional = store.threaded_refs_after(after, added.runs if added is not None else ())
         new_refs += placed
     if not new_refs:
         return set()
@@ -99,7 +154,13 @@ def rethread(
         if not ref.parents and ref.reply_prefix:
             fallback.add((ref.subject_key, ref.counterpart))
     # Threads that the new mail links to, and threads holding messages that point at new mail.
-    linked = store.threads_linked_to(tokens) | store.threads_by_subject(fallback) | set(provisional.values())
+    # With a mark, every row after it that has a thread is in ``provisional``: only older rows are
+    # looked up.
+    linked = (
+        store.threads_linked_to(tokens, upto=after)
+        | store.threads_by_subject(fallback, upto=after)
+        | set(provisional.values())
+    )
     summarised: set[str] = set()
     loaded = linked
     if provisional and after is not None:
@@ -132,14 +193,22 @@ def rethread(
         by_thread.setdefault(assignment[ref.key], []).append(ref)
     if not overlap or len(changed) < OVERLAP_MIN:
         store.assign_threads(changed)
-        refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors)
+        refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors, added=added)
         return now_ids
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carebox-assign") as pool:
         assigned = pool.submit(store.assign_threads, changed)
         try:
-            refresh_threads(store, policy, by_thread, remove=gone, inspectors=inspectors, before_write=assigned.result)
+            refresh_threads(
+                store,
+                policy,
+                by_thread,
+                remove=gone,
+                inspectors=inspectors,
+                before_write=assigned.result,
+                added=added,
+            )
         finally:
             assigned.result()  # never leave the UPDATE running (or its failure unseen)
     return now_ids
@@ -154,9 +223,11 @@ def refresh_threads(
     remove: Iterable[str] = (),
     inspectors: Iterable[ThreadInspector] = (),
     before_write: Callable[[], object] | None = None,
+    added: AddedMessages | None = None,
 ) -> None:
     """Recompute the summary rows of the given threads (from refs or by id). ``before_write`` is
-    called just before the rows are written (rethread's overlap waits there for its UPDATE)."""
+    called just before the rows are written (rethread's overlap waits there for its UPDATE).
+    ``added``: heads and flags of messages held in memory (the others are read)."""
     if by_thread is None:
         by_thread = {}
     wanted = [t for t in thread_ids if t not in by_thread]
@@ -174,8 +245,19 @@ def refresh_threads(
             ordered = sorted(refs, key=lambda r: (r.date, r.outgoing, r.key))
             firsts[tid] = (ordered[0], next((r for r in ordered if not r.outgoing), None))
     needed = {r.key for pair in firsts.values() for r in pair if r is not None}
-    heads = store.message_heads(sorted(needed))
-    flags = store.message_flags([r.key for refs in by_thread.values() for r in refs if not r.outgoing])
+    incoming = [r.key for refs in by_thread.values() for r in refs if not r.outgoing]
+    heads: dict[str, tuple[Any, ...]] = {}
+    flags: dict[str, frozenset[str]] = {}
+    if added is not None and len(added):
+        held_heads, held_flags = added.heads, added.flags
+        heads = {k: held_heads[k] for k in needed if k in held_heads}
+        needed = {k for k in needed if k not in heads}
+        flags = {k: held_flags[k] for k in incoming if k in held_flags}
+        incoming = [k for k in incoming if k not in flags]
+    if needed:
+        heads.update(store.message_heads(sorted(needed)))
+    if incoming:
+        flags.update(store.message_flags(incoming))
     rows: list[dict[str, Any]] = []
     inspectors = list(inspectors)
     for inspect in inspectors:  # let an inspector read what it needs in a few queries, not one per thread

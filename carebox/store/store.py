@@ -61,6 +61,12 @@ class AddResult:
     malformed: int = 0
     # (position in the items, new row id, its date as stored and read back) of each added message
     placed: tuple[tuple[int, str, datetime | None], ...] = ()
+    # the MessageRef each added row reads back as (what Store._refs gives; None for a date that
+    # does not read back), in the order of ``placed``
+    refs: tuple[MessageRef | None, ...] = ()
+    # the SQLite rowid of the first added row: the rows of ``placed`` have consecutive rowids from
+    # it (None when none were added, or the rowids were not consecutive)
+    first_rowid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +311,7 @@ class Store:
                     local_copies.setdefault(tok, mid)
             seen_in_batch: set[object] = set()
             placed: list[tuple[int, str, datetime | None]] = []
+            refs: list[MessageRef | None] = []
             for pos_in_batch, (it, ctoken, mtoken) in enumerate(zip(items, ctokens, mtokens, strict=True)):
                 if it.uid is not None and it.uid not in have_uids:
                     claimed = local_copies.pop(mtoken, None)
@@ -359,10 +366,29 @@ class Store:
                 attachments.extend(sm.attachments)
                 added.append(sm.id)
                 placed.append((pos_in_batch, sm.id, sm.date_read_back))
+                refs.append(
+                    None
+                    if sm.date_read_back is None
+                    else MessageRef(
+                        sm.id,
+                        sm.msgid_token,
+                        tuple(t for _, _, t in sm.parents),  # in position order
+                        sm.subject_token,
+                        sm.counterpart_token,
+                        sm.date_read_back,
+                        bool(sm.outgoing),
+                        bool(sm.reply_prefix),
+                    )
+                )
             # Straight to the driver: the same columns and values (datetimes as SQLAlchemy's text)
             # as the typed inserts, without their per-row overhead.
+            first_rowid: int | None = None
             if rows:
+                last = "SELECT coalesce(max(rowid), 0) FROM message"
+                before = int(conn.exec_driver_sql(last).scalar_one())
                 conn.exec_driver_sql(_insert_sql("message", _MESSAGE_COLS), rows)
+                if int(conn.exec_driver_sql(last).scalar_one()) - before == len(rows):
+                    first_rowid = before + 1  # new rowids are all above the old largest one
             if parents:
                 conn.exec_driver_sql(_insert_sql("message_parent", ("message_id", "position", "token")), parents)
             if attachments:
@@ -370,7 +396,7 @@ class Store:
                     _insert_sql("attachment", ("id", "message_id", "position", "size", "info_enc", "data_enc")),
                     attachments,
                 )
-        return AddResult(added, duplicates, malformed, tuple(placed))
+        return AddResult(added, duplicates, malformed, tuple(placed), tuple(refs), first_rowid)
 
     def message_count(self, folder: str | None = None) -> int:
         q = select(func.count()).select_from(T.Message)
@@ -428,24 +454,48 @@ class Store:
                 )
         return found
 
-    def threaded_refs_after(self, rowid: int) -> tuple[list[MessageRef], dict[str, str]]:
+    def threaded_refs_after(
+        self, rowid: int, known: Sequence[tuple[int, Sequence[MessageRef], Sequence[str]]] = ()
+    ) -> tuple[list[MessageRef], dict[str, str]]:
         """Refs of the messages added after ``rowid`` that have a thread id, and those ids (what
-        ``_refs`` reads, in two plain queries: a download's rows are many)."""
+        ``_refs`` reads, in two plain queries: a download's rows are many), in rowid order.
+
+        ``known``: runs of consecutive rows the caller wrote and holds, as (rowid of the first,
+        their refs, their thread ids), in rowid order: those are taken as given, only the rows
+        around them are read."""
+        refs: list[MessageRef] = []
+        threads: dict[str, str] = {}
+        lo = rowid
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT m.id, m.msgid_token, m.subject_token, m.counterpart_token, m.date, m.outgoing, "
-                "m.reply_prefix, m.thread_id FROM message m WHERE m.rowid > ? AND m.thread_id IS NOT NULL",
-                (rowid,),
-            ).all()
-            parents: dict[str, list[tuple[int, str]]] = {}
-            for mid, pos, tok in conn.exec_driver_sql(
-                "SELECT p.message_id, p.position, p.token FROM message_parent p "
-                "JOIN message m ON m.id = p.message_id WHERE m.rowid > ? AND m.thread_id IS NOT NULL",
-                (rowid,),
-            ):
-                parents.setdefault(mid, []).append((pos, tok))
-        refs = [_message_ref(r, parents, _stored_time(r[4])) for r in rows]
-        return refs, {r[0]: r[7] for r in rows}
+            for first, run_refs, run_threads in [*known, (None, (), ())]:
+                if first is not None and first <= lo:
+                    continue  # not after the mark (or overlapping a run): read from the store instead
+                # the rows in (lo, first) that no run holds
+                span = "m.rowid > ?" if first is None else "m.rowid > ? AND m.rowid < ?"
+                args = (lo,) if first is None else (lo, first)
+                if first is None or first > lo + 1:
+                    rows = conn.exec_driver_sql(
+                        "SELECT m.id, m.msgid_token, m.subject_token, m.counterpart_token, m.date, m.outgoing, "  # noqa: S608
+                        f"m.reply_prefix, m.thread_id FROM message m WHERE {span} AND m.thread_id IS NOT NULL",
+                        args,
+                    ).all()
+                    parents: dict[str, list[tuple[int, str]]] = {}
+                    if rows:
+                        for mid, pos, tok in conn.exec_driver_sql(
+                            "SELECT p.message_id, p.position, p.token FROM message_parent p "  # noqa: S608
+                            f"JOIN message m ON m.id = p.message_id WHERE {span} AND m.thread_id IS NOT NULL",
+                            args,
+                        ):
+                            parents.setdefault(mid, []).append((pos, tok))
+                    for r in rows:
+                        refs.append(_message_ref(r, parents, _stored_time(r[4])))
+                        threads[r[0]] = r[7]
+                if first is None:
+                    break
+                refs.extend(run_refs)
+                threads.update(zip((r.key for r in run_refs), run_threads, strict=True))
+                lo = first + len(run_refs) - 1
+        return refs, threads
 
     def refs_of_threads(self, thread_ids: Iterable[str]) -> list[MessageRef]:
         out: list[MessageRef] = []
@@ -453,48 +503,54 @@ class Store:
             out.extend(self._refs(T.Message.thread_id.in_(chunk)))  # type: ignore[union-attr]
         return out
 
-    def threads_linked_to(self, tokens: Iterable[str]) -> set[str]:
+    def threads_linked_to(self, tokens: Iterable[str], *, upto: int | None = None) -> set[str]:
         """Thread ids of messages whose Message-ID token is in ``tokens`` or that name one of
-        ``tokens`` as a parent."""
+        ``tokens`` as a parent; with ``upto``, of the messages added at or before that rowid only
+        (the indexes hold the rowid: the later rows are not even read)."""
         found: set[str] = set()
         toks = [t for t in set(tokens) if t]
+        if upto is not None and upto <= 0:
+            return found
+        cap, extra = ("", ()) if upto is None else (" AND m.rowid <= ?", (upto,))
         with self.engine.connect() as conn:  # plain SQL: a first sync asks about every token it stored
             for chunk in _chunks(toks, 900):
                 marks = ", ".join("?" * len(chunk))
                 found.update(
                     r[0]
                     for r in conn.exec_driver_sql(
-                        f"SELECT thread_id FROM message WHERE msgid_token IN ({marks}) AND thread_id IS NOT NULL",  # noqa: S608
-                        tuple(chunk),
+                        f"SELECT m.thread_id FROM message m WHERE m.msgid_token IN ({marks}) "  # noqa: S608
+                        f"AND m.thread_id IS NOT NULL{cap}",
+                        (*chunk, *extra),
                     )
                 )
                 found.update(
                     r[0]
                     for r in conn.exec_driver_sql(
                         "SELECT m.thread_id FROM message m JOIN message_parent p ON p.message_id = m.id "  # noqa: S608
-                        f"WHERE p.token IN ({marks}) AND m.thread_id IS NOT NULL",
-                        tuple(chunk),
+                        f"WHERE p.token IN ({marks}) AND m.thread_id IS NOT NULL{cap}",
+                        (*chunk, *extra),
                     )
                 )
         return found
 
-    def threads_by_subject(self, pairs: Iterable[tuple[str, str]]) -> set[str]:
-        """Thread ids holding a message with this (subject token, counterpart token)."""
+    def threads_by_subject(self, pairs: Iterable[tuple[str, str]], *, upto: int | None = None) -> set[str]:
+        """Thread ids holding a message with this (subject token, counterpart token); with
+        ``upto``, a message added at or before that rowid."""
         found: set[str] = set()
+        if upto is not None and upto <= 0:
+            return found
         with self.engine.connect() as conn:
             for subject_token, counterpart in set(pairs):
                 if not subject_token or not counterpart:
                     continue
-                found.update(
-                    r[0]
-                    for r in conn.execute(
-                        select(T.Message.thread_id).where(
-                            T.Message.subject_token == subject_token,
-                            T.Message.counterpart_token == counterpart,
-                            T.Message.thread_id.is_not(None),  # type: ignore[union-attr]
-                        )
-                    )
+                q = select(T.Message.thread_id).where(
+                    T.Message.subject_token == subject_token,
+                    T.Message.counterpart_token == counterpart,
+                    T.Message.thread_id.is_not(None),  # type: ignore[union-attr]
                 )
+                if upto is not None:
+                    q = q.where(text("message.rowid <= :upto").bindparams(upto=upto))
+                found.update(r[0] for r in conn.execute(q))
         return found
 
     def thread_facts(self, thread_ids: Iterable[str]) -> dict[str, ThreadFacts]:

@@ -472,6 +472,88 @@ async def test_threads_inspected_during_the_download_are_those_threading_compute
     assert sum(1 for x in want.values() if x[0]) == 4  # chest pain in 6 conversations, 2 of them answered
 
 
+def shown_threads(store: Store) -> list[tuple]:
+    """Every thread row as the inbox shows it (decrypted, the safety columns too), keyed by the
+    (folder, UID) of its messages: thread ids are random."""
+    ids = store.all_thread_ids()
+    members = {t: tuple(sorted((m.folder, m.uid or 0) for m in store.thread_messages(t))) for t in ids}
+    facts = store.thread_facts(ids)
+    return sorted(
+        (members[r.id], repr(dataclasses.replace(r, id="")), repr(dataclasses.replace(facts[r.id], id="")))
+        for r in store.thread_rows(ids)
+    )
+
+
+def rethreaded_from_scratch(store_dir: Path, config_path: Path, password: str) -> list[tuple]:
+    """The threads of a copy of the store, every row threaded again by a plain rethread."""
+    from carebox.services.safety import safety_inspector
+    from carebox.services.threads import rethread
+
+    copy = store_dir.parent / (store_dir.name + "-rethreaded")
+    shutil.copytree(store_dir, copy)
+    session = open_session(copy, config_path, password)
+    try:
+        with session.store.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE message SET thread_id = NULL")
+            conn.exec_driver_sql("DELETE FROM thread")
+        rethread(session.store, session.policy, [safety_inspector(session.store, session.config)])
+        return shown_threads(session.store)
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("crash_after", [0, 6, 11])
+async def test_threads_of_a_sync_are_those_of_threading_its_rows_afresh(
+    env: Env, small_batches: int, crash_after: int
+) -> None:
+    """A sync threads the rows it wrote from what it holds in memory (threads.AddedMessages), and
+    reads back only the rows of an interrupted earlier pass: the threads, their rows and their
+    safety columns are those of threading the stored rows from scratch."""
+    a = env.account
+    for i in range(1, 17):
+        raw = mail(i)
+        if i % 5 == 0:
+            raw = raw.replace(b"line of text", b"line, I have chest pain and")
+        a.deliver(raw, flags="\\Seen" if i % 3 == 0 else "")
+        if i % 6 == 1:  # the patient writes again
+            a.deliver(
+                mail(
+                    300 + i,
+                    sender=f"Patient {i % 4} <patient{i % 4}@mail.example>",
+                    reply_to_id=f"sync-{i}@test.example",
+                )
+            )
+    for i in range(1, 17, 4):  # the practice answers some
+        a.deliver(
+            mail(
+                100 + i,
+                sender=f"Dr. Test <{DOCTOR}>",
+                to="Patient <p@mail.example>",
+                reply_to_id=f"sync-{i}@test.example",
+            ),
+            folder="Sent",
+        )
+    a.deliver(
+        mail(200, sender=f"Dr. Test <{DOCTOR}>", to="New Patient <new@mail.example>"), folder="Sent"
+    )  # practice first
+    if crash_after:
+        env.session.close()
+        proc = run_crash(env.config_path, env.store_dir, crash_after)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, err.decode(errors="replace")[-2000:]
+        env.reopen()
+        assert unsummarised(env.store) > 0  # the killed pass left rows to thread
+    report = await bounded(sync_once(env.session))
+    assert report.added == 16 + 3 + 5 or crash_after
+    await assert_store_equals_server(env.store, a)
+    assert unsummarised(env.store) == 0
+    got = shown_threads(env.store)
+    env.session.close()
+    assert got == rethreaded_from_scratch(env.store_dir, env.config_path, a.password)
+    assert any("urgent=True" in row for _, row, _ in got) and any("unread=0" in row for _, row, _ in got)
+    env.reopen()
+
+
 # ---- interruptions -------------------------------------------------------------------------------------
 
 

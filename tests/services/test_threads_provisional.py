@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from carebox.services.safety import safety_inspector
-from carebox.services.threads import ProvisionalThreads, rethread
+from carebox.services.threads import AddedMessages, ProvisionalThreads, rethread
 from carebox.store.crypto import Cipher
 from carebox.store.store import DB_FILE, NewMessage, Store
 from tests.factories import DOC, DOCTOR, message, patient
@@ -42,6 +42,8 @@ def new_batches() -> list[list[NewMessage]]:
             # a header-less reply placed by subject into an old conversation
             message("n7@x", sender=C, to=DOC, subject="Re: Results", body="any news?", hours=-3),
             message("n8@x", sender=A, to=DOC, subject="New", body="new question", hours=-2),
+            # the practice writes first (the row shows its recipient as the patient)
+            message("n9@x", sender=DOC, to=patient(4), subject="Your appointment", hours=-1),
         ],
     ]
 
@@ -82,23 +84,48 @@ def thread_of(store: Store, uid: int) -> str:
         conn.close()
 
 
-def build(tmp_path: Path, name: str, provisional: bool) -> tuple[Store, str]:
+def with_flags(batches: list[list[NewMessage]]) -> list[list[NewMessage]]:
+    """Some messages already read (the unread counts differ from the message counts)."""
+    return [
+        [dataclasses.replace(m, flags=frozenset({"\\Seen", "\\Flagged"})) if m.uid % 3 == 0 else m for m in batch]
+        for batch in batches
+    ]
+
+
+def build(tmp_path: Path, name: str, provisional: bool, held: tuple[bool, ...] = ()) -> tuple[Store, str]:
+    """Old mail threaded, then the new batches: plain (no thread id), or with provisional ids and
+    rethread(after=...); ``held``: which batches an AddedMessages notes (the others are read back)."""
     store = Store.open(tmp_path / name, Cipher(b"t" * 32), professional=DOCTOR, create=True)
     store.add_messages("INBOX", old_mail())
     rethread(store, POLICY, [safety_inspector(store, CONFIG, NOW)])
     old_id = thread_of(store, 1)
+    batches = with_flags(numbered(new_batches()))
     if provisional:
         after = store.last_message_rowid()
         guess = ProvisionalThreads()
-        for batch in numbered(new_batches()):
+        added = AddedMessages() if held else None
+        for i, batch in enumerate(batches):
             ids = guess.assign([m.parsed for m in batch])
-            store.add_messages("INBOX", [dataclasses.replace(m, thread_id=t) for m, t in zip(batch, ids, strict=True)])
-        rethread(store, POLICY, [safety_inspector(store, CONFIG, NOW)], after=after)
+            items = [dataclasses.replace(m, thread_id=t) for m, t in zip(batch, ids, strict=True)]
+            result = store.add_messages("INBOX", items)
+            if added is not None and held[i]:
+                assert added.note(result, items)
+        rethread(store, POLICY, [safety_inspector(store, CONFIG, NOW)], after=after, added=added)
     else:
-        for batch in numbered(new_batches()):
+        for batch in batches:
             store.add_messages("INBOX", batch)
         rethread(store, POLICY, [safety_inspector(store, CONFIG, NOW)])
     return store, old_id
+
+
+def shown(store: Store) -> list[tuple]:
+    """Every thread row as the inbox shows it (decrypted), keyed by its messages' UIDs."""
+    members: dict[str, list[int]] = {}
+    for tid, keys in store.thread_message_keys(store.all_thread_ids()).items():
+        members[tid] = sorted(m.uid or 0 for m in store.thread_messages(tid) if m.id in keys)
+    return sorted(
+        (tuple(members[r.id]), repr(dataclasses.replace(r, id=""))) for r in store.thread_rows(store.all_thread_ids())
+    )
 
 
 def test_provisional_threads_end_as_plain_threading(tmp_path: Path) -> None:
@@ -113,6 +140,57 @@ def test_provisional_threads_end_as_plain_threading(tmp_path: Path) -> None:
     finally:
         plain.close()
         placed.close()
+
+
+def test_rows_held_in_memory_thread_as_rows_read_back(tmp_path: Path) -> None:
+    """A sync pass's AddedMessages (refs, heads, flags of the rows it wrote) gives the same threads
+    and rows as reading them back: held whole, in part (a pass resumed after a crash holds only its
+    own rows), or not at all."""
+    plain, _ = build(tmp_path, "plain", provisional=False)
+    want, want_shown = snapshot(plain.directory), shown(plain)
+    conn = sqlite3.connect(plain.directory / DB_FILE)
+    try:  # both patient messages of this conversation were read: its unread count says so
+        assert conn.execute(
+            "SELECT unread, message_count FROM thread WHERE id = ?", (thread_of(plain, 12),)
+        ).fetchone() == (0, 2)
+    finally:
+        conn.close()
+        plain.close()
+    for held in [(True, True), (False, True), (True, False)]:
+        store, old_id = build(tmp_path, "held-" + "".join("1" if h else "0" for h in held), True, held)
+        try:
+            assert snapshot(store.directory) == want, held
+            assert shown(store) == want_shown, held
+            assert thread_of(store, 11) == old_id  # the old conversation kept its id
+        finally:
+            store.close()
+
+
+def test_added_messages_keep_only_whole_runs_in_rowid_order(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", Cipher(b"t" * 32), professional=DOCTOR, create=True)
+    try:
+        store.add_messages("INBOX", old_mail())
+        batches = numbered(new_batches())
+        first = [dataclasses.replace(m, thread_id="t1") for m in batches[0]]
+        result = store.add_messages("INBOX", first)
+        assert result.first_rowid == 4 and len(result.refs) == len(result.placed) == 4
+        by_key = {r.key: r for r in store.refs_of_threads(["t1"])}
+        assert list(result.refs) == [by_key[mid] for _, mid, _ in result.placed]  # what reading back gives
+        again = store.add_messages("INBOX", first)  # all duplicates: nothing added, nothing to note
+        assert again.first_rowid is None and not again.placed
+        added = AddedMessages()
+        assert not added.note(again, first)
+        unthreaded = store.add_messages("INBOX", batches[1][:1])  # no provisional thread id
+        assert not added.note(unthreaded, batches[1][:1])
+        assert added.note(result, first) and len(added) == 4
+        assert not added.note(result, first)  # a run at or below the last one is never taken
+        placed, provisional = store.threaded_refs_after(3, added.runs)
+        assert (placed, provisional) == store.threaded_refs_after(3)
+        assert [r.key for r in placed] == [mid for _, mid, _ in result.placed]
+        small = AddedMessages(hold=3)
+        assert not small.note(result, first) and len(small) == 0  # over the limit: read back instead
+    finally:
+        store.close()
 
 
 def test_a_second_pass_over_the_same_mark_changes_nothing(tmp_path: Path) -> None:
