@@ -555,20 +555,15 @@ class Store:
 
     def thread_facts(self, thread_ids: Iterable[str]) -> dict[str, ThreadFacts]:
         out: dict[str, ThreadFacts] = {}
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn:  # plain SQL: a sync asks about thousands of threads
             for chunk in _chunks(list(thread_ids), 900):
-                for tid, tag, cat, tagged_at, urgent, status, suggested in conn.execute(
-                    select(
-                        T.Thread.id,
-                        T.Thread.tag,
-                        T.Thread.category,
-                        T.Thread.tagged_at,
-                        T.Thread.urgent,
-                        T.Thread.sender_status,
-                        T.Thread.suggested_tag,
-                    ).where(T.Thread.id.in_(chunk))  # type: ignore[attr-defined]
+                for tid, tag, cat, tagged_at, urgent, status, suggested in conn.exec_driver_sql(
+                    "SELECT id, tag, category, tagged_at, urgent, sender_status, suggested_tag FROM thread "  # noqa: S608
+                    f"WHERE id IN ({', '.join('?' * len(chunk))})",
+                    tuple(chunk),
                 ):
-                    out[tid] = ThreadFacts(tid, tag, cat, utc(tagged_at), bool(urgent), status, suggested)
+                    when = None if tagged_at is None else _stored_time(tagged_at)
+                    out[tid] = ThreadFacts(tid, tag, cat, when, bool(urgent), status, suggested)
         return out
 
     def assign_threads(self, assignment: dict[str, str]) -> None:
@@ -616,33 +611,45 @@ class Store:
     def write_threads(self, rows: Sequence[dict[str, Any]], remove: Iterable[str] = ()) -> None:
         """Insert or replace thread summary rows. Each dict has the clear columns plus
         ``patient_name``, ``patient_addr`` and ``subject`` in clear, sealed here."""
+        seal = self.cipher.seal
+        # One statement per set of columns, executed for many rows at once, straight to the
+        # driver: what SQLAlchemy's upsert wrote (a new row also gets the columns' defaults;
+        # an existing one has only the given columns replaced; datetimes as its text). The
+        # shape of a row (its keys, in order) is worked out once per shape, not once per row.
+        shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            shape = tuple(row)
+            cols = shapes.get(shape)  # type: ignore[assignment]
+            if cols is None:
+                cols = shapes[shape] = tuple(
+                    sorted({k for k in shape if k not in _THREAD_SEALED} | set(_THREAD_SEALED.values()))
+                )
+            tid = row["id"]
+            values = dict(row)
+            for k in _THREAD_TIMES:
+                v = values.get(k)
+                if v is not None:
+                    values[k] = _driver_value(db_time(v))
+            values["patient_name_enc"] = seal(row["patient_name"], f"thread:patient_name:{tid}")
+            values["patient_addr_enc"] = seal(row["patient_addr"], f"thread:patient_addr:{tid}")
+            values["subject_enc"] = seal(row["subject"], f"thread:subject:{tid}")
+            groups.setdefault(cols, []).append(tuple([values[k] for k in cols]))
         with self.engine.begin() as conn:
             gone = list(remove)
             for chunk in _chunks(gone, 900):
                 conn.execute(T.Thread.__table__.delete().where(T.Thread.id.in_(chunk)))  # type: ignore[attr-defined]
-            # One statement per set of columns, executed for many rows at once, straight to the
-            # driver: what SQLAlchemy's upsert wrote (a new row also gets the columns' defaults;
-            # an existing one has only the given columns replaced; datetimes as its text).
-            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-            for row in rows:
-                tid = row["id"]
-                values = {k: v for k, v in row.items() if k not in ("patient_name", "patient_addr", "subject")}
-                for k in ("waiting_since", "due_at", "last_date", "tagged_at"):
-                    if k in values:
-                        values[k] = _driver_value(db_time(values[k]))
-                values["patient_name_enc"] = self.seal("thread", "patient_name", tid, row["patient_name"])
-                values["patient_addr_enc"] = self.seal("thread", "patient_addr", tid, row["patient_addr"])
-                values["subject_enc"] = self.seal("thread", "subject", tid, row["subject"])
-                cols = tuple(sorted(values))
-                groups.setdefault(cols, []).append(
-                    tuple(values[k] for k in cols) + tuple(v for k, v in _THREAD_DEFAULTS if k not in values)
-                )
             for cols, batch in groups.items():
                 given = set(cols)
-                defaulted = [k for k, _ in _THREAD_DEFAULTS if k not in given]
+                defaults = [(k, v) for k, v in _THREAD_DEFAULTS if k not in given]
+                if defaults:
+                    extra = tuple(v for _, v in defaults)
+                    batch = [values + extra for values in batch]
                 updates = ", ".join(f"{k} = excluded.{k}" for k in cols if k != "id")
                 conn.exec_driver_sql(
-                    _insert_sql("thread", (*cols, *defaulted)) + f" ON CONFLICT (id) DO UPDATE SET {updates}", batch
+                    _insert_sql("thread", (*cols, *(k for k, _ in defaults)))
+                    + f" ON CONFLICT (id) DO UPDATE SET {updates}",
+                    batch,
                 )
 
     def set_thread_fields(self, thread_id: str, **values: Any) -> None:
@@ -869,6 +876,10 @@ _THREAD_DEFAULTS: tuple[tuple[str, Any], ...] = tuple(
     for c in T.Thread.__table__.columns  # type: ignore[attr-defined]
     if c.default is not None and not callable(c.default.arg)
 )
+
+
+_THREAD_SEALED = {"patient_name": "patient_name_enc", "patient_addr": "patient_addr_enc", "subject": "subject_enc"}
+_THREAD_TIMES = ("waiting_since", "due_at", "last_date", "tagged_at")
 
 
 def _insert_sql(table: str, cols: Sequence[str]) -> str:

@@ -416,3 +416,22 @@ def test_write_threads_writes_what_the_typed_upsert_wrote(tmp_path: Path) -> Non
             conn.close()
     assert len(dumps[0]) == 4 and dumps[0] == dumps[1]
     assert dumps[0][1]["state"] == "waiting" and dumps[0][2]["tag"] == "billing" and dumps[0][2]["unread"] == 5
+
+    # thread_facts reads them back (plain SQL) as the typed select did
+    from sqlalchemy import select
+
+    from carebox.store.sealing import utc
+    from carebox.store.store import ThreadFacts
+
+    with stores[1].engine.connect() as conn:
+        typed_facts = {
+            r[0]: ThreadFacts(r[0], r[1], r[2], utc(r[3]), bool(r[4]), r[5], r[6])
+            for r in conn.execute(
+                select(
+                    T.Thread.id, T.Thread.tag, T.Thread.category, T.Thread.tagged_at, T.Thread.urgent,
+                    T.Thread.sender_status, T.Thread.suggested_tag,
+                )
+            )
+        }  # fmt: skip
+    assert stores[0].thread_facts(["t1", "t2", "t3", "t4", "t5"]) == typed_facts
+    assert typed_facts["t3"].tagged_at == t0 and typed_facts["t1"].urgent
