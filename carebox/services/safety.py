@@ -111,8 +111,10 @@ class SafetyInspector:
         self._plan: list[tuple[tuple[str, ...], bool]] = []
         self._plan_at: dict[tuple[tuple[str, ...], bool], int] = {}
         self._ahead: dict[str, StoredMessage] = {}
-        # Answers being computed during a download (EarlyInspection), taken in before a refresh plans.
+        # Answers being computed during a download (EarlyInspection), taken in before a refresh
+        # plans; the keys of the windows a worker is still computing then (taken in when needed).
         self.early: EarlyInspection | None = None
+        self._running: set[tuple[tuple[str, ...], bool]] = set()
         # Optional: worker processes (a sync's parse pool) that share a big refresh. They run this
         # same evaluate() on the same messages with an inspector built from the same directory,
         # settings and clock, so every answer is the one this process would have computed.
@@ -145,10 +147,13 @@ class SafetyInspector:
         self._ahead.clear()
         self._plan = []
         if self.early is not None:
-            self.early.settle()
+            # the windows a worker is computing are not waited for here: the planned threads are
+            # inspected meanwhile, and __call__ takes those answers in when it reaches one
+            self._running = self.early.settle(wait=False)
+        running = self._running
         for refs in by_thread.values():
             key = self._key(refs)
-            if key is not None and key not in self._answers:
+            if key is not None and key not in self._answers and key not in running:
                 self._plan.append(key)
         self._plan_at = {key: i for i, key in enumerate(self._plan)}
         if self.executor is not None and len(self._plan) >= PARALLEL_MIN:
@@ -279,6 +284,11 @@ class SafetyInspector:
             return {"urgent": False, "sender_status": "", "suggested_tag": None}
         pending = key[1]
         out = self._answers.get(key)
+        if out is None and key in self._running:
+            self._running = set()
+            if self.early is not None:
+                self.early.wait()  # its window was being computed early: take the answers in
+            out = self._answers.get(key)
         if out is None:
             msgs = self._messages(store, key)  # an answered thread: its latest sender only, no bodies
             out = self.checks.answer(msgs, pending)
@@ -342,7 +352,8 @@ class EarlyInspection:
     of the same messages, directory, settings and clock), otherwise it is computed then as
     before, so a wrong guess costs time, never a different answer. ``finish`` sends the threads
     still held when every folder is downloaded; ``settle`` (at the start of the refresh) takes in
-    what arrived, withdraws what no worker has started and waits for the rest.
+    what arrived and withdraws what no worker has started; the windows being computed are waited
+    for then, or (``wait=False``) when one of their answers is needed (``wait``).
 
     A thread that gets a message after it was sent is not sent again (its earlier messages are no
     longer held). At most ``hold`` messages are held; beyond that the longest-quiet threads are
@@ -412,15 +423,22 @@ class EarlyInspection:
         self._send(list(self._last))
         self._pump(len(self._flight) + len(self._backlog))
 
-    def settle(self) -> None:
+    def settle(self, *, wait: bool = True) -> set[tuple[tuple[str, ...], bool]]:
         """Take in the answers that arrived, withdraw the windows no worker has started (threading
-        computes those itself, shared with the workers), wait for the ones being computed."""
+        computes those itself, shared with the workers), and wait for the ones being computed, or
+        with ``wait=False`` leave them running (``wait`` takes them in). Returns the keys of the
+        windows still running."""
         for fut, _keys in self._flight:
             fut.cancel()
-        self._take(block=True)
+        self._take(block=wait)
         self.executor = None
         self._backlog.clear()
         self._backlog_msgs = 0
+        return {key for _fut, window in self._flight for key in window}
+
+    def wait(self) -> None:
+        """Take in the answers of the windows still being computed, waiting for them."""
+        self._take(block=True)
 
     def _send(self, tids: Sequence[str]) -> None:
         if not tids:

@@ -420,9 +420,10 @@ async def test_threads_inspected_during_the_download_are_those_threading_compute
     settled: list[safety_mod.EarlyInspection] = []
     real_settle = safety_mod.EarlyInspection.settle
 
-    def settle(self: safety_mod.EarlyInspection) -> None:
-        real_settle(self)
+    def settle(self: safety_mod.EarlyInspection, **kw: bool) -> set:
+        running = real_settle(self, **kw)
         settled.append(self)
+        return running
 
     monkeypatch.setattr(safety_mod.EarlyInspection, "settle", settle)
     a = env.account

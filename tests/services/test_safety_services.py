@@ -664,14 +664,38 @@ class _Inline(Executor):
         return fut
 
 
+class _LateFuture(Future):
+    """Running until its result is asked for (a window the worker is still computing)."""
+
+    def __init__(self, compute) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.set_running_or_notify_cancel()
+        self._compute = compute
+
+    def result(self, timeout=None):  # type: ignore[no-untyped-def]
+        if not super().done():
+            self.set_result(self._compute())
+        return super().result(timeout)
+
+
+class _Late(Executor):
+    """Every window is taken by the worker at once and finishes only when its answers are asked for."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return _LateFuture(lambda: fn(*args, **kwargs))
+
+
 @pytest.mark.parametrize("fault", [False, True])
+@pytest.mark.parametrize("late", [False, True])
 def test_early_inspection_gives_the_answers_threading_would(
-    directory: Store, monkeypatch: pytest.MonkeyPatch, fault: bool
+    directory: Store, monkeypatch: pytest.MonkeyPatch, fault: bool, late: bool
 ) -> None:
     """Threads inspected while a download goes on (EarlyInspection: provisional threads, parsed
     messages) get the answers plain threading gives afterwards, also threads that gained a message
     after they were inspected early (their early answer is for other messages and is not used).
-    With ``fault`` the early answers are planted wrong: the comparison must see it."""
+    With ``late`` the worker is still computing every early window when threading begins: threading
+    inspects the other threads meanwhile and takes those answers in when it needs them (none is
+    computed twice). With ``fault`` the early answers are planted wrong: the comparison must see it."""
     from carebox.services import safety as service
     from carebox.services import safety_checks
     from carebox.services.threads import ProvisionalThreads
@@ -707,7 +731,15 @@ def test_early_inspection_gives_the_answers_threading_would(
         monkeypatch.setattr(safety_checks, "evaluate_window", wrong)
 
     inspector = service.safety_inspector(store, CONFIG, NOW)
-    early = inspector.early = service.EarlyInspection(inspector, _Inline(), settle=1)
+    early = inspector.early = service.EarlyInspection(inspector, _Late() if late else _Inline(), settle=1)
+    running: list[set] = []
+    real_settle = early.settle
+
+    def settle(*, wait: bool = True) -> set:
+        running.append(real_settle(wait=wait))
+        return running[-1]
+
+    monkeypatch.setattr(early, "settle", settle)
     provisional = ProvisionalThreads()
     for batch in batches:
         tids = provisional.assign([m.parsed for m in batch])
@@ -719,6 +751,8 @@ def test_early_inspection_gives_the_answers_threading_would(
     early.finish()
     rethread(store, POLICY, [inspector])
     assert early.answered >= 20 and early.sent == early.answered
+    assert len(running) == 1 and (len(running[0]) >= 20 if late else not running[0])
+    assert not set(inspector._plan) & running[0]  # what the worker was computing is not computed again
 
     ids = store.all_thread_ids()
     facts = store.thread_facts(ids)
