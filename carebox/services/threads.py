@@ -53,44 +53,71 @@ class AddedMessages:
     Only what ``note`` was given after a committed ``Store.add_messages`` is here, by rowid: any
     other row after the mark (one an interrupted pass wrote, one this pass wrote but could not note)
     is read from the store as before. The rows' values never change before rethread: only this pass
-    writes rows after its mark, and their flags only change for UIDs that were stored before it."""
+    writes rows after its mark, and their flags only change for UIDs that were stored before it.
+
+    Held as tuples of strings, dates and flags (objects the garbage collector stops tracking), not
+    as MessageRef and Address objects: tens of thousands of those held through a download made the
+    collector's full passes longer and more frequent. The objects are made when threading asks."""
 
     def __init__(self, hold: int = ADDED_HOLD) -> None:
-        self.runs: list[tuple[int, list[MessageRef], list[str]]] = []  # (first rowid, refs, thread ids)
-        self.heads: dict[str, tuple[Address, tuple[Address, ...], str]] = {}
-        self.flags: dict[str, frozenset[str]] = {}
+        # (rowid of the first row, MessageRef fields of each row, thread id of each row)
+        self._runs: list[tuple[int, list[tuple[Any, ...]], list[str]]] = []
+        self._heads: dict[str, tuple[str, str, tuple[tuple[str, str], ...], str]] = {}
+        self._flags: dict[str, str] = {}  # as the flags column holds them
         self.hold = hold
 
     def __len__(self) -> int:
-        return len(self.heads)
+        return len(self._heads)
 
     def note(self, result: AddResult, items: Sequence[NewMessage]) -> bool:
         """Keep the rows ``result`` says were added from ``items`` (whole, or not at all)."""
         first = result.first_rowid
-        if first is None or not result.placed or len(self) + len(result.placed) > self.hold:
+        placed = result.placed
+        if first is None or not placed or len(self) + len(placed) > self.hold:
             return False
-        refs = list(result.refs)
-        tids = [items[pos].thread_id for pos, _, _ in result.placed]
-        if len(refs) != len(result.placed) or any(r is None for r in refs) or any(t is None for t in tids):
+        tids = [items[pos].thread_id for pos, _, _ in placed]
+        if len(result.refs) != len(placed) or None in result.refs or None in tids:
             return False
-        if self.runs and first <= self.runs[-1][0] + len(self.runs[-1][1]) - 1:
+        if self._runs and first <= self._runs[-1][0] + len(self._runs[-1][1]) - 1:
             return False  # runs are kept in rowid order
-        for pos, mid, _ in result.placed:
+        refs = [
+            (r.key, r.message_id, r.parents, r.subject_key, r.counterpart, r.date, r.outgoing, r.reply_prefix)
+            for r in result.refs
+            if r is not None
+        ]
+        heads, flags = self._heads, self._flags
+        for pos, mid, _ in placed:
             it = items[pos]
             p = it.parsed
             # what Store.message_heads / message_flags read back: the values as sealed and stored
-            self.heads[mid] = (
-                Address(p.sender.name, p.sender.addr),
-                tuple(Address(a.name, a.addr) for a in p.to),
-                p.subject,
-            )
-            self.flags[mid] = frozenset(" ".join(sorted(it.flags)).split())
-        if self.runs and self.runs[-1][0] + len(self.runs[-1][1]) == first:
-            self.runs[-1][1].extend(refs)  # type: ignore[arg-type]
-            self.runs[-1][2].extend(tids)  # type: ignore[arg-type]
+            heads[mid] = (p.sender.name, p.sender.addr, tuple((a.name, a.addr) for a in p.to), p.subject)
+            flags[mid] = " ".join(sorted(it.flags))
+        if self._runs and self._runs[-1][0] + len(self._runs[-1][1]) == first:
+            self._runs[-1][1].extend(refs)
+            self._runs[-1][2].extend(tids)  # type: ignore[arg-type]
         else:
-            self.runs.append((first, refs, tids))  # type: ignore[arg-type]
+            self._runs.append((first, refs, tids))  # type: ignore[arg-type]
         return True
+
+    def runs(self) -> list[tuple[int, list[MessageRef], list[str]]]:
+        """The rows held, as ``Store.threaded_refs_after`` takes them: (rowid of the first row of
+        a run of consecutive rows, their refs, their thread ids), in rowid order."""
+        return [(first, [MessageRef(*r) for r in refs], tids) for first, refs, tids in self._runs]
+
+    def heads(self, keys: Iterable[str]) -> dict[str, tuple[Address, tuple[Address, ...], str]]:
+        """(sender, to, subject) of those of ``keys`` held, as ``Store.message_heads`` gives them."""
+        out: dict[str, tuple[Address, tuple[Address, ...], str]] = {}
+        held = self._heads
+        for k in keys:
+            h = held.get(k)
+            if h is not None:
+                out[k] = (Address(h[0], h[1]), tuple(Address(n, a) for n, a in h[2]), h[3])
+        return out
+
+    def flags(self, keys: Iterable[str]) -> dict[str, frozenset[str]]:
+        """Flags of those of ``keys`` held, as ``Store.message_flags`` gives them."""
+        held = self._flags
+        return {k: frozenset(held[k].split()) for k in keys if k in held}
 
 
 def _assign_preferring_summarised(
@@ -142,7 +169,7 @@ def rethread(
     new_refs = store.unthreaded_refs()
     provisional: dict[str, str] = {}
     if after is not None:
-        placed, provisional = store.threaded_refs_after(after, added.runs if added is not None else ())
+        placed, provisional = store.threaded_refs_after(after, added.runs() if added is not None else ())
         new_refs += placed
     if not new_refs:
         return set()
@@ -249,10 +276,9 @@ def refresh_threads(
     heads: dict[str, tuple[Any, ...]] = {}
     flags: dict[str, frozenset[str]] = {}
     if added is not None and len(added):
-        held_heads, held_flags = added.heads, added.flags
-        heads = {k: held_heads[k] for k in needed if k in held_heads}
+        heads = added.heads(needed)
         needed = {k for k in needed if k not in heads}
-        flags = {k: held_flags[k] for k in incoming if k in held_flags}
+        flags = added.flags(incoming)
         incoming = [k for k in incoming if k not in flags]
     if needed:
         heads.update(store.message_heads(sorted(needed)))

@@ -184,7 +184,7 @@ def test_added_messages_keep_only_whole_runs_in_rowid_order(tmp_path: Path) -> N
         assert not added.note(unthreaded, batches[1][:1])
         assert added.note(result, first) and len(added) == 4
         assert not added.note(result, first)  # a run at or below the last one is never taken
-        placed, provisional = store.threaded_refs_after(3, added.runs)
+        placed, provisional = store.threaded_refs_after(3, added.runs())
         assert (placed, provisional) == store.threaded_refs_after(3)
         assert [r.key for r in placed] == [mid for _, mid, _ in result.placed]
         small = AddedMessages(hold=3)
