@@ -80,18 +80,15 @@ class AddedMessages:
             return False
         if self._runs and first <= self._runs[-1][0] + len(self._runs[-1][1]) - 1:
             return False  # runs are kept in rowid order
-        refs = [
-            (r.key, r.message_id, r.parents, r.subject_key, r.counterpart, r.date, r.outgoing, r.reply_prefix)
-            for r in result.refs
-            if r is not None
-        ]
+        refs: list[tuple[Any, ...]] = list(result.refs)  # type: ignore[arg-type]
         heads, flags = self._heads, self._flags
         for pos, mid, _ in placed:
             it = items[pos]
             p = it.parsed
+            sender = p.sender
             # what Store.message_heads / message_flags read back: the values as sealed and stored
-            heads[mid] = (p.sender.name, p.sender.addr, tuple((a.name, a.addr) for a in p.to), p.subject)
-            flags[mid] = " ".join(sorted(it.flags))
+            heads[mid] = (sender.name, sender.addr, tuple([(a.name, a.addr) for a in p.to]), p.subject)
+            flags[mid] = " ".join(sorted(it.flags)) if it.flags else ""
         if self._runs and self._runs[-1][0] + len(self._runs[-1][1]) == first:
             self._runs[-1][1].extend(refs)
             self._runs[-1][2].extend(tids)  # type: ignore[arg-type]

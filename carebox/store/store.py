@@ -61,9 +61,10 @@ class AddResult:
     malformed: int = 0
     # (position in the items, new row id, its date as stored and read back) of each added message
     placed: tuple[tuple[int, str, datetime | None], ...] = ()
-    # the MessageRef each added row reads back as (what Store._refs gives; None for a date that
-    # does not read back), in the order of ``placed``
-    refs: tuple[MessageRef | None, ...] = ()
+    # the MessageRef each added row reads back as (what Store._refs gives), as the values of its
+    # fields in order (``MessageRef(*values)``; a plain tuple is cheaper to make and to hold), in
+    # the order of ``placed``; None for a date that does not read back
+    refs: tuple[tuple[Any, ...] | None, ...] = ()
     # the SQLite rowid of the first added row: the rows of ``placed`` have consecutive rowids from
     # it (None when none were added, or the rowids were not consecutive)
     first_rowid: int | None = None
@@ -311,7 +312,7 @@ class Store:
                     local_copies.setdefault(tok, mid)
             seen_in_batch: set[object] = set()
             placed: list[tuple[int, str, datetime | None]] = []
-            refs: list[MessageRef | None] = []
+            refs: list[tuple[Any, ...] | None] = []
             for pos_in_batch, (it, ctoken, mtoken) in enumerate(zip(items, ctokens, mtokens, strict=True)):
                 if it.uid is not None and it.uid not in have_uids:
                     claimed = local_copies.pop(mtoken, None)
@@ -369,10 +370,10 @@ class Store:
                 refs.append(
                     None
                     if sm.date_read_back is None
-                    else MessageRef(
+                    else (  # MessageRef's fields
                         sm.id,
                         sm.msgid_token,
-                        tuple(t for _, _, t in sm.parents),  # in position order
+                        tuple([t for _, _, t in sm.parents]),  # in position order
                         sm.subject_token,
                         sm.counterpart_token,
                         sm.date_read_back,

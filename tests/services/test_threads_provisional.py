@@ -7,6 +7,7 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+from carebox.domain.models import MessageRef
 from carebox.services.safety import safety_inspector
 from carebox.services.threads import AddedMessages, ProvisionalThreads, rethread
 from carebox.store.crypto import Cipher
@@ -175,7 +176,7 @@ def test_added_messages_keep_only_whole_runs_in_rowid_order(tmp_path: Path) -> N
         result = store.add_messages("INBOX", first)
         assert result.first_rowid == 4 and len(result.refs) == len(result.placed) == 4
         by_key = {r.key: r for r in store.refs_of_threads(["t1"])}
-        assert list(result.refs) == [by_key[mid] for _, mid, _ in result.placed]  # what reading back gives
+        assert [MessageRef(*r) for r in result.refs] == [by_key[mid] for _, mid, _ in result.placed]  # as read back
         again = store.add_messages("INBOX", first)  # all duplicates: nothing added, nothing to note
         assert again.first_rowid is None and not again.placed
         added = AddedMessages()
