@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import re
@@ -662,14 +663,21 @@ class _SyncRun:
     async def run(self, folders: Sequence[tuple[str, str]] | None = None) -> SyncReport:
         started = time.monotonic()
         todo = list(folders) if folders is not None else configured_folders(self.session.config)
+        # The objects made before the pass (modules, the app, the store) and, at threading, those
+        # the download left (the inspector's, the held messages) are not garbage: the collector's
+        # full passes skip them until the pass ends (each pass over everything cost 0.1-0.2 s of
+        # CPU, three or four times in a 10,000-message sync). Collection itself goes on.
+        gc.freeze()
         try:
             for name, role in todo:
                 self.report.folders.append(await self._folder(name, role))
             self._tell("threading")
+            gc.freeze()
             await self.db(self._thread_all)
             if self._drain is not None:
                 await self.db(self._drain.stop)  # after threading's big UPDATE is drained too
         finally:
+            gc.unfreeze()
             if self._drain is not None:
                 self._drain.stop(wait=False)
         self.report.seconds = time.monotonic() - started

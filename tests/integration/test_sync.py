@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import shutil
 import sqlite3
@@ -544,8 +545,15 @@ async def test_threads_of_a_sync_are_those_of_threading_its_rows_afresh(
         assert proc.returncode == 1, err.decode(errors="replace")[-2000:]
         env.reopen()
         assert unsummarised(env.store) > 0  # the killed pass left rows to thread
-    report = await bounded(sync_once(env.session))
+    frozen: list[int] = []  # the collector skips what the pass began with, until it ends
+
+    def progress(p: sync_mod.SyncProgress) -> None:
+        if p.phase in ("downloading", "threading"):
+            frozen.append(gc.get_freeze_count())
+
+    report = await bounded(sync_once(env.session, progress=progress))
     assert report.added == 16 + 3 + 5 or crash_after
+    assert frozen and all(n > 0 for n in frozen) and gc.get_freeze_count() == 0
     await assert_store_equals_server(env.store, a)
     assert unsummarised(env.store) == 0
     got = shown_threads(env.store)
