@@ -1,7 +1,7 @@
 """carebox sync vs mbsync on the same 10,000-message mailbox in a private Dovecot (IMAPS on 127.0.0.1).
 
     .venv/bin/python bench/sync_vs_mbsync.py [-n 10000] [--parse auto|process|thread] [--runs 3]
-        [--initial-runs 1] [--breakdown] [--skip-mbsync] [--profile FILE]
+        [--initial-runs 1] [--breakdown] [--floor] [--skip-mbsync] [--profile FILE]
 
 1. Builds the mailbox: synthetic practice mail (plain, HTML alternatives, PDF attachments; 2-40 KB,
    replies threaded) written as Maildir files once into bench/out/ (git-ignored) and copied into a
@@ -280,6 +280,27 @@ def runs_text(runs: list[Run]) -> str:
     return "runs: " + ", ".join(f"{r.seconds:.2f}" for r in runs) + f"; median's {median_run(runs).note()}"
 
 
+FLOOR_CODE = """
+import asyncio, sys
+from pathlib import Path
+from carebox.mail.imap import ImapClient, ImapSettings
+from carebox.services.sync import BATCH
+
+async def main(port, user, password, ca):
+    settings = ImapSettings(host="127.0.0.1", port=int(port), username=user, password=password, ca_file=Path(ca))
+    n = size = 0
+    async with ImapClient(settings) as imap:
+        for folder in ("INBOX", "Sent"):
+            await imap.select(folder)
+            async for batch in imap.fetch_batches(await imap.search_uids("ALL"), BATCH):
+                n += len(batch)
+                size += sum(len(m.raw) for m in batch)
+    print(f"{n} messages, {size / 1e6:.0f} MB")
+
+asyncio.run(main(*sys.argv[1:5]))
+"""
+
+
 def carebox_env(work: Path, parse: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBOX_")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed carebox has its bytecode cached
@@ -373,6 +394,11 @@ def main() -> int:
         help="write a cProfile of carebox's first initial sync to FILE (the main thread of the main process only)",
     )
     ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time the download alone through carebox's IMAP client, nothing parsed or stored (diagnostic)",
+    )
+    ap.add_argument(
         "--breakdown",
         action="store_true",
         help="also time the initial sync with the safety inspector switched off (diagnostic, not a carebox mode)",
@@ -458,6 +484,20 @@ def main() -> int:
             if phases_text(runs):
                 print("  " + phases_text(runs))
 
+        if args.floor:
+            # what no design of carebox can go below: its IMAP client (aioimaplib) fetching every
+            # message of both folders as a sync does, in batches, and dropping them
+            user, password = mailbox_user(dc, maildir, "carebox-floor")
+            runs = []
+            for _ in range(n_initial):
+                cmd = [sys.executable, "-c", FLOOR_CODE, str(dc.imaps_port), user, password, str(dc.ca_file)]
+                runs.append(timed_run(cmd, env=carebox_env(tmp_path, args.parse), cwd=ROOT))
+            results["carebox download floor"] = median_run(runs).seconds
+            print(
+                f"  diagnostic, the download alone (IMAP client, nothing parsed or stored): "
+                f"{results['carebox download floor']:6.2f} s  ({runs_text(runs)}; {runs[-1].out})"
+            )
+
         # mbsync, same mailbox contents, its own user; each initial sync into a new Maildir
         if mbsync and not args.skip_mbsync:
             for fsync in (True, False):
@@ -487,6 +527,8 @@ def main() -> int:
             print(f"initial sync  carebox/mbsync ({name}): {ci / mi:5.2f}x  (target <= 0.5x)")
             if "carebox initial nosafety" in results:
                 print(f"  without the safety inspector (diagnostic): {results['carebox initial nosafety'] / mi:5.2f}x")
+            if "carebox download floor" in results:
+                print(f"  the download alone (diagnostic):           {results['carebox download floor'] / mi:5.2f}x")
         mr = results["mbsync resync fsync"]
         print(f"re-sync       carebox/mbsync: {cr / mr:5.1f}x")
     print(f"no-change re-sync as a whole process: {cr:.2f} s  (target < 0.6 s) -> {'met' if cr < 0.6 else 'MISSED'}")

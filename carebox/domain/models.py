@@ -11,9 +11,37 @@ Two views of a message exist on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+
+def pickled_by_fields(cls: type[_T]) -> type[_T]:
+    """Pickle a frozen slotted dataclass as ``cls(*values)``. The default for ``slots=True``
+    (dataclasses' ``__getstate__``/``__setstate__``) calls ``fields()`` for every object: a sync's
+    parsed batches cost about 25% more to pickle and 30% more to unpickle, the latter in the process
+    that runs the event loop. Put it above ``@dataclass``; every field must be an ``__init__``
+    argument (they are passed in order)."""
+    all_fields = fields(cls)  # type: ignore[arg-type]
+    if not all(f.init for f in all_fields):
+        raise TypeError(f"{cls.__name__}: every field must be an __init__ argument")
+    names = [f.name for f in all_fields]
+    get = attrgetter(*names)
+    if len(names) == 1:
+
+        def __reduce__(self: object) -> tuple[type, tuple[object, ...]]:
+            return (cls, (get(self),))
+    else:
+
+        def __reduce__(self: object) -> tuple[type, tuple[object, ...]]:
+            return (cls, get(self))
+
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign,assignment]
+    return cls
 
 
 class ThreadState(StrEnum):
@@ -25,6 +53,7 @@ class ThreadState(StrEnum):
     OUT_OF_SCOPE = "out_of_scope"  # tagged out of scope (appointment, billing, ...)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Attachment:
     filename: str
@@ -33,12 +62,14 @@ class Attachment:
     data: bytes = field(repr=False, default=b"")
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Address:
     name: str
     addr: str  # lower-cased addr-spec, "" when unparseable
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ParsedMessage:
     """What carebox keeps of one message after parsing. ``malformed`` is True when the parser
@@ -60,6 +91,7 @@ class ParsedMessage:
     problem: str = ""  # one line: what was wrong, when malformed
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class MessageRef:
     """The content-free view of a message used by threading, deadlines and ranking.

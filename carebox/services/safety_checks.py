@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from carebox.domain.models import Address
+from carebox.domain.models import Address, pickled_by_fields
 from carebox.domain.safety import (
     DirectoryPatient,
     PatientDirectory,
@@ -85,6 +85,7 @@ class Checked(Protocol):
     def body(self) -> str: ...
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CheckMessage:
     """The fields of a stored message the checks read, copied for a worker process."""

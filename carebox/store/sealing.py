@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from carebox.domain.models import Address, ParsedMessage
+from carebox.domain.models import Address, ParsedMessage, pickled_by_fields
 from carebox.domain.subjects import has_reply_prefix, normalize_subject
 from carebox.store.crypto import Cipher
 
@@ -94,6 +94,7 @@ def counterpart(parsed: ParsedMessage, outgoing: bool) -> Address:
     return parsed.sender
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class SealedMessage:
     """A new message's row values that do not depend on the batch or the folder (``seal_message``)."""
