@@ -35,7 +35,10 @@ Downloaded rows are written with a provisional thread id (``threads.ProvisionalT
 rewriting every row afterwards to set it cost as much as writing it); a mark in ``meta``
 (``syncstate.THREADS_PENDING_META``, set before the first such row) makes ``rethread(after=...)``
 thread them exactly, with the rows that have no thread, and is cleared once their summaries are
-written: a crash leaves nothing unthreaded past the next sync.
+written: a crash leaves nothing unthreaded past the next sync. What threading needs of the rows
+this pass wrote (refs, provisional ids, sender, recipients, subject, flags) is kept as they are
+written (``threads.AddedMessages``) and not read back or decrypted; only rows of an interrupted
+earlier pass are.
 (Nothing shows the threads before the pass ends: the app refreshes its inbox on the report.)
 
 A crash at any point leaves a store that the next sync completes: committed batches are never
