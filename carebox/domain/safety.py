@@ -129,10 +129,11 @@ def strip_quoted(body: str) -> str:
 _Need = None | str | tuple[str, tuple["_Need", ...]]
 
 try:  # the standard parser of regular expressions; without it every pattern just runs
+    from re import _compiler as _sre_compile  # type: ignore[attr-defined]
     from re import _constants as _sre_c  # type: ignore[attr-defined]
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - CPython 3.11+ has both
-    _sre_c = _sre_parse = None
+except ImportError:  # pragma: no cover - CPython 3.11+ has them
+    _sre_c = _sre_parse = _sre_compile = None
 
 _EXACT_MAX = 32  # at most this many alternative strings are tracked exactly for one piece
 
@@ -431,6 +432,11 @@ class _Alternative:
     heads: tuple[str | None, ...]
     word_start: bool  # it starts with (?<!\w): no word character right before a match
     gate: frozenset[str] | None  # one of these occurs whenever the need holds (None: no need)
+    # The alternative without its leading assertions, compiled (None: none made): it matches
+    # wherever the alternative does, and more rarely than its prefixes occur; the regular
+    # expression engine finds its next match in C, at the speed of a search for its first
+    # literal, where the prefix positions would be tried one by one in Python.
+    finder: re.Pattern[str] | None = None
 
 
 def _gate(branches: list[list[frozenset[str]]] | None) -> frozenset[str] | None:
@@ -495,6 +501,40 @@ def _after_non_word(items: Sequence[tuple[Any, Any]]) -> bool:
     return False
 
 
+def _refers_to_groups(node: Any) -> bool:
+    """Whether a parse tree (a SubPattern, or an item's argument) holds a group reference (\\1,
+    (?(1)...)): the alternatives of such a pattern get no finder (see ``_finder``)."""
+    c = _sre_c
+    if isinstance(node, _sre_parse.SubPattern):
+        node = node.data
+    if not isinstance(node, (tuple, list)):
+        return False
+    for item in node:
+        if isinstance(item, tuple) and len(item) == 2 and item[0] in (c.GROUPREF, c.GROUPREF_EXISTS):
+            return True
+        if isinstance(item, (tuple, list, _sre_parse.SubPattern)) and _refers_to_groups(item):
+            return True
+    return False
+
+
+def _finder(state: Any, seq: Sequence[tuple[Any, Any]], flags: int) -> re.Pattern[str] | None:
+    """The sequence without its leading zero-width assertions, compiled, when what follows them
+    starts with a literal character (the engine then searches for its literal prefix, in C).
+
+    It matches at every position the sequence matches at (dropping assertions only allows more),
+    so a pattern's next match starts at a match of one of its possible alternatives' finders,
+    where the pattern itself is then run. That needs every match of the pattern to be a match
+    of one of its leading alternatives, which a group reference can break (an alternative has
+    lost the group it refers to): the caller makes no finder for such a pattern."""
+    k = 0
+    while k < len(seq) and seq[k][0] in (_sre_c.AT, _sre_c.ASSERT, _sre_c.ASSERT_NOT):
+        k += 1
+    rest = list(seq[k:])
+    if not rest or rest[0][0] is not _sre_c.LITERAL:
+        return None
+    return _sre_compile.compile(_sre_parse.SubPattern(state, rest), flags)
+
+
 @lru_cache(maxsize=512)
 def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] | None]:
     """(need, leading alternatives) of a pattern, computed once per process; (None, None) when
@@ -507,6 +547,7 @@ def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] 
         if tree.state.flags & (re.IGNORECASE | re.LOCALE):
             return None, None
         need = _analyse_seq(tree)[1]
+        finders = _sre_compile is not None and not _refers_to_groups(tree)
         alts = []
         for seq in _leading_alternatives(tree.data):
             alt_need = _analyse_seq(seq)[1]
@@ -521,6 +562,7 @@ def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] 
                     heads,
                     _after_non_word(seq),
                     _gate(branches),
+                    _finder(tree.state, seq, flags) if finders else None,
                 )
             )
         return need, tuple(alts)
@@ -534,8 +576,9 @@ class Prefilter:
     """A compiled pattern with what its matches need and where they can start: ``search(view)``
     returns exactly ``pattern.search(view.norm)`` and ``finditer(view)`` exactly the matches of
     ``pattern.finditer(view.norm)``, but the pattern does not run on a text without the literals
-    its matches need, and on the others it is tried only where a match can start (at each
-    occurrence of a literal every match of a possible alternative starts with)."""
+    its matches need, and on the others it is tried only where a match can start (where a
+    possible alternative's finder matches, or at each occurrence of a literal every match of a
+    possible alternative starts with)."""
 
     __slots__ = ("_analysed", "_checked", "_uses", "alternatives", "atoms", "branches", "gate", "need", "pattern")
 
@@ -599,23 +642,35 @@ class Prefilter:
         if any(a.prefixes is None for a in alts):
             yield from pattern.finditer(norm)
             return
-        # Every match starts at an occurrence of a prefix of a possible alternative: try those
-        # positions in order (a merge of one position stream per prefix), like finditer would.
-        heap: list[tuple[int, str, bool]] = []
+        # Every match starts where a possible alternative can match: at a match of its finder
+        # (found by the engine), else at an occurrence of one of its prefixes. Those positions
+        # are tried in order (a merge of one stream per finder or prefix), like finditer would.
+        heap: list[tuple[int, int, Any, bool]] = []  # (position, tie-break, finder or prefix, word start)
         for alt in alts:
+            finder = alt.finder
+            if finder is not None:
+                found = finder.search(norm)
+                if found is not None:
+                    heap.append((found.start(), len(heap), finder, alt.word_start))
+                continue
             for f, head in zip(alt.prefixes or (), alt.heads, strict=True):
                 if head is None or view.has(head, self):
                     i = norm.find(f)
                     if i >= 0:
-                        heap.append((i, f, alt.word_start))
+                        heap.append((i, len(heap), f, alt.word_start))
         heapq.heapify(heap)
         end = tried = 0
         last = -1
         while heap:
-            s, f, word_start = heap[0]
-            nxt = norm.find(f, s + 1)
+            s, n, source, word_start = heap[0]
+            start = s + 1 if s >= end else end  # positions inside the last match are not tried
+            if source.__class__ is str:
+                nxt = norm.find(source, start)
+            else:
+                found = source.search(norm, start)
+                nxt = -1 if found is None else found.start()
             if nxt >= 0:
-                heapq.heapreplace(heap, (nxt, f, word_start))
+                heapq.heapreplace(heap, (nxt, n, source, word_start))
             else:
                 heapq.heappop(heap)
             if s < end or s == last:

@@ -562,6 +562,8 @@ def _regex(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         children.map(lambda x: f"(?<!{x[:1] or 'a'})"),
         children.map(lambda x: f"(?i:{x})"),
         children.map(lambda x: f"(?>{x})"),
+        children.map(lambda x: f"({x})\\1"),  # a group reference: no finders for that pattern
+        st.tuples(children, children).map(lambda t: f"(?:({t[0]})|{t[1]})(?(1)a|b)"),
     )
 
 
@@ -806,8 +808,10 @@ class _CountingPattern:
         self.real = re.compile(expr)
         self.pattern, self.flags, self.groups = self.real.pattern, self.real.flags, self.real.groups
         self.searches = 0
+        self.calls = 0  # match() calls
 
     def match(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        self.calls += 1
         return self.real.match(text, pos)
 
     def finditer(self, text: str, pos: int = 0) -> Iterator[re.Match[str]]:
@@ -832,3 +836,43 @@ def test_many_candidate_starts_sparse_or_dense_find_the_same_matches(text: str, 
     assert text.count("ab") > safety._CANDIDATES_MAX
     assert [m.span() for m in pf.finditer(view)] == [m.span() for m in pattern.real.finditer(text)]
     assert pattern.searches == searches
+
+
+def test_finders_search_the_alternatives_in_the_engine() -> None:
+    """A leading alternative that starts with a literal (after its assertions) gets a finder, and
+    the pattern itself is tried only where a possible alternative's finder matches: a text full of
+    the results pattern's prefixes ("blood", "test") that never continue into a match costs no
+    pattern.match at all, and a real match is still found, at the same place."""
+    for rule in RED_FLAG_RULES:
+        pf = Prefilter(rule.compiled()).analysed()
+        assert pf.alternatives and sum(a.finder is not None for a in pf.alternatives) >= len(pf.alternatives) // 2
+    pattern = _CountingPattern(safety._RESULTS.pattern)
+    pf = Prefilter(pattern).analysed()  # type: ignore[arg-type]
+    assert all(a.finder is not None for a in pf.alternatives or ())
+    text = "blood pressure and test dates, the results were sent; bloodtest results " * 40
+    view = TextView(text, AtomIndex(pf.atoms))
+    assert pf.search(view) is None and pattern.calls == 0
+    text += "and my blood test results came back"
+    view = TextView(text, AtomIndex(pf.atoms))
+    assert [m.span() for m in pf.finditer(view)] == [m.span() for m in pattern.real.finditer(text)] != []
+    assert pattern.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("expr", "text"),
+    [
+        (r"(?<!\w)(ab|cd)\1(?!\w)", "abab xcdcd cdcd abcd"),
+        (r"(?<!\w)(?:(ab)|cd)x(?(1)y|z)", "abxz cdxy abxy cdxz"),
+        (r"(?<!\w)(?P<w>ab|cd) (?P=w)", "ab cd cd cd ab ab"),
+    ],
+)
+def test_patterns_with_group_references_find_the_same_matches(expr: str, text: str) -> None:
+    """An alternative split off such a pattern has lost the group it refers to: those patterns get
+    no finders, and their matches are found as before."""
+    pattern = re.compile(expr)
+    pf = Prefilter(pattern).analysed()
+    assert pf.alternatives and all(a.finder is None for a in pf.alternatives)
+    expected = [m.span() for m in pattern.finditer(text)]
+    assert expected
+    for index in (AtomIndex(pf.atoms), AtomIndex(["zzz"])):
+        assert [m.span() for m in pf.finditer(TextView(text, index))] == expected
