@@ -418,6 +418,7 @@ _ALTERNATIVES_MAX = 64  # leading alternatives a pattern is split into
 _CANDIDATES_MAX = 48
 _CANDIDATE_SPACING = 32
 WARM_UP = 200  # texts a prefilter is asked about before its pattern is analysed (see Prefilter)
+POSSIBLE_CACHE = 4096  # answers of TextView.possible kept per prefilter (see Prefilter._possible)
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,7 +581,18 @@ class Prefilter:
     possible alternative's finder matches, or at each occurrence of a literal every match of a
     possible alternative starts with)."""
 
-    __slots__ = ("_analysed", "_checked", "_uses", "alternatives", "atoms", "branches", "gate", "need", "pattern")
+    __slots__ = (
+        "_analysed",
+        "_checked",
+        "_possible",
+        "_uses",
+        "alternatives",
+        "atoms",
+        "branches",
+        "gate",
+        "need",
+        "pattern",
+    )
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
@@ -590,6 +602,9 @@ class Prefilter:
         # text is "possible" and the pattern just runs: the same matches either way).
         self._analysed = False
         self._uses = 0
+        # the possible alternatives for a set of this filter's atoms present in a text (they
+        # decide that answer alone; texts share those sets far more often than their words)
+        self._possible: dict[frozenset[str], list[_Alternative]] = {}
         self.need: _Need = None
         self.alternatives: tuple[_Alternative, ...] | None = None
         self.branches: list[list[frozenset[str]]] | None = None
@@ -689,7 +704,7 @@ class Prefilter:
                 end = m.end() if m.end() > m.start() else m.end() + 1
 
 
-def _holds_in(branches: list[list[frozenset[str]]] | None, present: set[str]) -> bool:
+def _holds_in(branches: list[list[frozenset[str]]] | None, present: set[str] | frozenset[str]) -> bool:
     if branches is None:
         return True
     for branch in branches:
@@ -777,11 +792,17 @@ class TextView:
             return []
         if pf.alternatives is None:
             return None if _holds_in(pf.branches, present) else []
-        return [
-            a
-            for a in pf.alternatives
-            if a.gate is None or (not present.isdisjoint(a.gate) and _holds_in(a.branches, present))
-        ]
+        key = pf.atoms.intersection(present)  # every atom the answer depends on is one of pf.atoms
+        known = pf._possible.get(key)
+        if known is None:
+            if len(pf._possible) >= POSSIBLE_CACHE:
+                pf._possible.clear()
+            known = pf._possible[key] = [
+                a
+                for a in pf.alternatives
+                if a.gate is None or (not key.isdisjoint(a.gate) and _holds_in(a.branches, key))
+            ]
+        return known
 
     def may_match(self, pf: Prefilter) -> bool:
         """False when no match of ``pf``'s pattern can be in the text."""

@@ -876,3 +876,21 @@ def test_patterns_with_group_references_find_the_same_matches(expr: str, text: s
     assert expected
     for index in (AtomIndex(pf.atoms), AtomIndex(["zzz"])):
         assert [m.span() for m in pf.finditer(TextView(text, index))] == expected
+
+
+def test_possible_alternatives_are_kept_per_set_of_atoms_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefilter keeps its possible alternatives per set of its atoms in the text: the answers
+    are those computed afresh, with the kept answers reused or dropped when there are too many."""
+    texts = _corpus_texts()
+    for limit in (safety.POSSIBLE_CACHE, 1):
+        monkeypatch.setattr(safety, "POSSIBLE_CACHE", limit)
+        matcher = RedFlagMatcher(EXTRAS)
+        matcher.prepare()
+        for text in texts * 2:
+            view = matcher.view(text)
+            for pf in matcher._filters:
+                got = view.possible(pf)
+                fresh = [a for a in pf.alternatives or () if view.holds(a.branches, pf)]
+                assert got == (fresh if pf.alternatives is not None else got), text
+        sizes = [len(pf._possible) for pf in matcher._filters]
+        assert max(sizes) <= limit and (limit == 1 or max(sizes) > 1)
