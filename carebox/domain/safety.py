@@ -85,6 +85,9 @@ _INVISIBLE[0x200B] = " "  # a zero-width space still separates words
 _DASHES = str.maketrans({c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"})
 # The three maps in one: their keys are disjoint and no output is another map's key.
 _ONE_FORM = {**_INVISIBLE, **_APOSTROPHES, **_DASHES}
+# ASCII text: the backtick, and every whitespace character str.split() splits ASCII text at, a space.
+_ASCII_FORM = str.maketrans({"`": "'", **{c: " " for c in "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"}})
+_SPACE_RUNS = re.compile("  +")
 
 
 def normalize_text(text: str) -> str:
@@ -93,7 +96,16 @@ def normalize_text(text: str) -> str:
 
     ``str.split()`` splits on exactly the characters regular expressions call ``\\s`` (tests
     check every code point). ASCII text takes a shortcut: NFKC leaves it as it is, the only
-    mapped character in it is the backtick, and case-folding it is lower-casing."""
+    mapped character in it is the backtick, case-folding it is lower-casing, and its whitespace
+    is the nine characters ``_ASCII_FORM`` maps to a space: what is left is collapsing runs of
+    spaces, without splitting the text into words (most texts have few runs, or none)."""
+    if text.isascii():
+        norm = text.lower().translate(_ASCII_FORM)
+        if "  " in norm:
+            norm = _SPACE_RUNS.sub(" ", norm)
+        if norm[:1] == " " or norm[-1:] == " ":
+            norm = norm.strip(" ")
+        return norm
     return " ".join(normalize_words(text))
 
 
@@ -362,6 +374,7 @@ def need_branches(need: _Need) -> list[list[frozenset[str]]] | None:
 
 
 _EMPTY: frozenset[str] = frozenset()
+WORD_CACHE = 200_000  # words whose atoms an AtomIndex keeps
 
 
 class AtomIndex:
@@ -394,19 +407,22 @@ class AtomIndex:
         return frozenset(found) if found else _EMPTY
 
     def atoms_in(self, words: Iterable[str]) -> set[str]:
+        """The atoms inside any of ``words`` (distinct words: a set, ideally)."""
         cache = self._words
-        out: set[str] = set()
-        for w in words:
-            got = cache.get(w)
-            if got is None:
-                got = self._scan(w)
-                if len(w) <= 64:
-                    if len(cache) >= 200_000:
-                        cache.clear()
-                    cache[w] = got
-            if got:
-                out |= got
-        return out
+        if not isinstance(words, (set, frozenset)):
+            words = set(words)
+        found = list(map(cache.get, words))  # the words seen before: looked up in C
+        if None in found:
+            found = [f for f in found if f is not None]
+            for w in words:
+                if w not in cache:  # new (or dropped with the cache below: found again, harmless)
+                    got = self._scan(w)
+                    found.append(got)
+                    if len(w) <= 64:
+                        if len(cache) >= WORD_CACHE:
+                            cache.clear()
+                        cache[w] = got
+        return set().union(*filter(None, found))
 
 
 _ALTERNATIVES_MAX = 64  # leading alternatives a pattern is split into
@@ -433,11 +449,11 @@ class _Alternative:
     heads: tuple[str | None, ...]
     word_start: bool  # it starts with (?<!\w): no word character right before a match
     gate: frozenset[str] | None  # one of these occurs whenever the need holds (None: no need)
-    # The alternative without its leading assertions, compiled (None: none made): it matches
-    # wherever the alternative does, and more rarely than its prefixes occur; the regular
-    # expression engine finds its next match in C, at the speed of a search for its first
-    # literal, where the prefix positions would be tried one by one in Python.
-    finder: re.Pattern[str] | None = None
+    # The alternative without its leading assertions, compiled when first needed (None: none
+    # made): it matches wherever the alternative does, and more rarely than its prefixes occur;
+    # the regular expression engine finds its next match in C, at the speed of a search for its
+    # first literal, where the prefix positions would be tried one by one in Python.
+    finder: _Finder | None = None
 
 
 def _gate(branches: list[list[frozenset[str]]] | None) -> frozenset[str] | None:
@@ -518,8 +534,25 @@ def _refers_to_groups(node: Any) -> bool:
     return False
 
 
-def _finder(state: Any, seq: Sequence[tuple[Any, Any]], flags: int) -> re.Pattern[str] | None:
-    """The sequence without its leading zero-width assertions, compiled, when what follows them
+class _Finder:
+    """A part of a parsed pattern, compiled when first asked for (compiling every alternative of
+    every pattern up front would cost more than most texts ever need: most fail their gate)."""
+
+    __slots__ = ("_compiled", "flags", "items", "state")
+
+    def __init__(self, state: Any, items: list[tuple[Any, Any]], flags: int) -> None:
+        self.state, self.items, self.flags = state, items, flags
+        self._compiled: re.Pattern[str] | None = None
+
+    def pattern(self) -> re.Pattern[str]:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = _sre_compile.compile(_sre_parse.SubPattern(self.state, self.items), self.flags)
+        return compiled
+
+
+def _finder(state: Any, seq: Sequence[tuple[Any, Any]], flags: int) -> _Finder | None:
+    """The sequence without its leading zero-width assertions, to compile, when what follows them
     starts with a literal character (the engine then searches for its literal prefix, in C).
 
     It matches at every position the sequence matches at (dropping assertions only allows more),
@@ -533,7 +566,7 @@ def _finder(state: Any, seq: Sequence[tuple[Any, Any]], flags: int) -> re.Patter
     rest = list(seq[k:])
     if not rest or rest[0][0] is not _sre_c.LITERAL:
         return None
-    return _sre_compile.compile(_sre_parse.SubPattern(state, rest), flags)
+    return _Finder(state, rest, flags)
 
 
 @lru_cache(maxsize=512)
@@ -662,8 +695,8 @@ class Prefilter:
         # are tried in order (a merge of one stream per finder or prefix), like finditer would.
         heap: list[tuple[int, int, Any, bool]] = []  # (position, tie-break, finder or prefix, word start)
         for alt in alts:
-            finder = alt.finder
-            if finder is not None:
+            if alt.finder is not None:
+                finder = alt.finder.pattern()
                 found = finder.search(norm)
                 if found is not None:
                     heap.append((found.start(), len(heap), finder, alt.word_start))
@@ -723,8 +756,8 @@ class TextView:
     __slots__ = ("_index", "_present", "_words", "norm")
 
     def __init__(self, norm: str, index: AtomIndex | None = None, words: Sequence[str] | None = None) -> None:
-        """``words``: ``norm.split()`` when the caller has it (``normalize_words``). Without an
-        ``index``, the built-in one, made when first needed."""
+        """``words``: ``norm.split()`` when the caller has it (else split when the atoms are
+        first asked for). Without an ``index``, the built-in one, made when first needed."""
         self.norm = norm
         self._index = index
         self._words = words
@@ -739,8 +772,7 @@ class TextView:
     @classmethod
     def of(cls, text: str, index: AtomIndex | None = None) -> TextView:
         """The view of a text not yet normalised."""
-        words = normalize_words(text)
-        return cls(" ".join(words), index, words)
+        return cls(normalize_text(text), index)
 
     def present(self) -> set[str]:
         """The atoms of the index that occur in the text."""

@@ -617,6 +617,19 @@ def test_atom_index_finds_exactly_the_atoms_in_the_text() -> None:
         AtomIndex(["chest pain"])
 
 
+@pytest.mark.parametrize("limit", [1, 3, 50])
+def test_atom_index_with_a_small_word_cache_finds_the_same_atoms(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """The per-word cache is dropped when full, also in the middle of a text: no atom is lost."""
+    monkeypatch.setattr(safety, "WORD_CACHE", limit)
+    rng = random.Random(11)
+    atoms = sorted({a for piece in _PIECES for a in piece.split()})
+    index = AtomIndex(atoms)
+    for _ in range(40):
+        norm = normalize_text(" ".join(rng.choice(_PIECES) for _ in range(rng.randrange(1, 120))))
+        assert index.atoms_in(set(norm.split())) == {a for a in atoms if a in norm}
+        assert len(index._words) <= limit
+
+
 def _holds(need: object, present: set[str] | frozenset[str]) -> bool:
     if need is None:
         return True
