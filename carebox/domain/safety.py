@@ -1257,10 +1257,16 @@ _UPPER_HOMOGLYPHS = str.maketrans(
 
 def skeleton(text: str) -> str:
     """A confusables skeleton (after UTS #39, with a small map): NFKC, case-folded, accents
-    removed, common Cyrillic/Greek/digit lookalikes mapped to Latin, "rn" read as "m"."""
-    text = unicodedata.normalize("NFKC", text).translate(_UPPER_HOMOGLYPHS)
-    s = unicodedata.normalize("NFKD", text.casefold())
-    s = "".join(c for c in s if not unicodedata.combining(c)).translate(_INVISIBLE).translate(_HOMOGLYPHS)
+    removed, common Cyrillic/Greek/digit lookalikes mapped to Latin, "rn" read as "m".
+
+    ASCII text takes a shortcut: both normalisations leave it as it is, it has no combining
+    characters, case-folding it is lower-casing, and only the last map has ASCII keys."""
+    if text.isascii():
+        s = text.lower().translate(_HOMOGLYPHS)
+    else:
+        text = unicodedata.normalize("NFKC", text).translate(_UPPER_HOMOGLYPHS)
+        s = unicodedata.normalize("NFKD", text.casefold())
+        s = "".join(c for c in s if not unicodedata.combining(c)).translate(_INVISIBLE).translate(_HOMOGLYPHS)
     for a, b in _MULTI:
         s = s.replace(a, b)
     return s
@@ -1470,6 +1476,7 @@ _ADDR = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
 @lru_cache(maxsize=8192)
+@lru_cache(maxsize=8192)  # a sender check asks for the physician's and a display name's several times
 def _name_tokens(name: str) -> tuple[str, ...]:
     words = re.findall(r"\w+", skeleton(clean_line(name)))
     return tuple(w for w in words if len(w) > 1 and w not in PRACTICE_TITLES and w not in _NAME_NOISE)

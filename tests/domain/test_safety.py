@@ -907,3 +907,22 @@ def test_possible_alternatives_are_kept_per_set_of_atoms_present(monkeypatch: py
                 assert got == (fresh if pf.alternatives is not None else got), text
         sizes = [len(pf._possible) for pf in matcher._filters]
         assert max(sizes) <= limit and (limit == 1 or max(sizes) > 1)
+
+
+def ref_skeleton(text: str) -> str:
+    """skeleton() without its ASCII shortcut."""
+    text = unicodedata.normalize("NFKC", text).translate(safety._UPPER_HOMOGLYPHS)
+    s = unicodedata.normalize("NFKD", text.casefold())
+    s = "".join(c for c in s if not unicodedata.combining(c)).translate(safety._INVISIBLE)
+    s = s.translate(safety._HOMOGLYPHS)
+    for a, b in safety._MULTI:
+        s = s.replace(a, b)
+    return s
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(alphabet=st.characters(max_codepoint=127)), st.text(), st.sampled_from(_PIECES)))
+@example("Dr. RN 01|!$@ Ǆ\x00\t")
+def test_skeleton_shortcut_equals_the_reference(text: str) -> None:
+    assert skeleton(text) == ref_skeleton(text)
+    assert skeleton(text.upper()) == ref_skeleton(text.upper())
