@@ -518,6 +518,8 @@ def test_fast_matcher_equals_reference_on_generated_text(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(_TEXTS, st.text(), st.text(alphabet=" \t>\n\ra\u2028")))
 @example("ok\n \t> quoted\n>b\r\n  >c\r\nd > e\n\t>")
+@example(" Dear  patient,\n\n\n" + " " * 9 + "see`you\x1c\x1fthen \n")  # runs of every length, ASCII separators
+@example("\n\n  \n")
 def test_fast_normalisation_and_quote_stripping_equal_the_reference(text: str) -> None:
     assert normalize_text(text) == ref_normalize(text)
     assert normalize_words(text) == ref_normalize(text).split()
