@@ -85,6 +85,8 @@ _INVISIBLE[0x200B] = " "  # a zero-width space still separates words
 _DASHES = str.maketrans({c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"})
 # The three maps in one: their keys are disjoint and no output is another map's key.
 _ONE_FORM = {**_INVISIBLE, **_APOSTROPHES, **_DASHES}
+# The ASCII characters str.split() splits at, besides the space and the newline.
+_ASCII_SPACES = "\t\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 def normalize_text(text: str) -> str:
@@ -93,7 +95,23 @@ def normalize_text(text: str) -> str:
 
     ``str.split()`` splits on exactly the characters regular expressions call ``\\s`` (tests
     check every code point). ASCII text takes a shortcut: NFKC leaves it as it is, the only
-    mapped character in it is the backtick, and case-folding it is lower-casing."""
+    mapped character in it is the backtick, and case-folding it is lower-casing. When its only
+    whitespace is spaces and newlines (most mail), newlines become spaces and runs of spaces are
+    halved until none is left, without splitting the text into words: each step is a search for
+    a character or two (memchr speed) and a copy."""
+    if text.isascii():
+        norm = text.lower()
+        if "`" in norm:
+            norm = norm.replace("`", "'")
+        if "\n" in norm:
+            norm = norm.replace("\n", " ")
+        if any(c in norm for c in _ASCII_SPACES):
+            return " ".join(norm.split())
+        while "  " in norm:
+            norm = norm.replace("  ", " ")
+        if norm[:1] == " " or norm[-1:] == " ":
+            norm = norm.strip(" ")
+        return norm
     return " ".join(normalize_words(text))
 
 
@@ -129,10 +147,11 @@ def strip_quoted(body: str) -> str:
 _Need = None | str | tuple[str, tuple["_Need", ...]]
 
 try:  # the standard parser of regular expressions; without it every pattern just runs
+    from re import _compiler as _sre_compile  # type: ignore[attr-defined]
     from re import _constants as _sre_c  # type: ignore[attr-defined]
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - CPython 3.11+ has both
-    _sre_c = _sre_parse = None
+except ImportError:  # pragma: no cover - CPython 3.11+ has them
+    _sre_c = _sre_parse = _sre_compile = None
 
 _EXACT_MAX = 32  # at most this many alternative strings are tracked exactly for one piece
 
@@ -361,6 +380,7 @@ def need_branches(need: _Need) -> list[list[frozenset[str]]] | None:
 
 
 _EMPTY: frozenset[str] = frozenset()
+WORD_CACHE = 200_000  # words whose atoms an AtomIndex keeps
 
 
 class AtomIndex:
@@ -393,19 +413,22 @@ class AtomIndex:
         return frozenset(found) if found else _EMPTY
 
     def atoms_in(self, words: Iterable[str]) -> set[str]:
+        """The atoms inside any of ``words`` (distinct words: a set, ideally)."""
         cache = self._words
-        out: set[str] = set()
-        for w in words:
-            got = cache.get(w)
-            if got is None:
-                got = self._scan(w)
-                if len(w) <= 64:
-                    if len(cache) >= 200_000:
-                        cache.clear()
-                    cache[w] = got
-            if got:
-                out |= got
-        return out
+        if not isinstance(words, (set, frozenset)):
+            words = set(words)
+        found = list(map(cache.get, words))  # the words seen before: looked up in C
+        if None in found:
+            found = [f for f in found if f is not None]
+            for w in words:
+                if w not in cache:  # new (or dropped with the cache below: found again, harmless)
+                    got = self._scan(w)
+                    found.append(got)
+                    if len(w) <= 64:
+                        if len(cache) >= WORD_CACHE:
+                            cache.clear()
+                        cache[w] = got
+        return set().union(*filter(None, found))
 
 
 _ALTERNATIVES_MAX = 64  # leading alternatives a pattern is split into
@@ -417,6 +440,7 @@ _ALTERNATIVES_MAX = 64  # leading alternatives a pattern is split into
 _CANDIDATES_MAX = 48
 _CANDIDATE_SPACING = 32
 WARM_UP = 200  # texts a prefilter is asked about before its pattern is analysed (see Prefilter)
+POSSIBLE_CACHE = 4096  # answers of TextView.possible kept per prefilter (see Prefilter._possible)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +455,11 @@ class _Alternative:
     heads: tuple[str | None, ...]
     word_start: bool  # it starts with (?<!\w): no word character right before a match
     gate: frozenset[str] | None  # one of these occurs whenever the need holds (None: no need)
+    # The alternative without its leading assertions, compiled when first needed (None: none
+    # made): it matches wherever the alternative does, and more rarely than its prefixes occur;
+    # the regular expression engine finds its next match in C, at the speed of a search for its
+    # first literal, where the prefix positions would be tried one by one in Python.
+    finder: _Finder | None = None
 
 
 def _gate(branches: list[list[frozenset[str]]] | None) -> frozenset[str] | None:
@@ -495,6 +524,57 @@ def _after_non_word(items: Sequence[tuple[Any, Any]]) -> bool:
     return False
 
 
+def _refers_to_groups(node: Any) -> bool:
+    """Whether a parse tree (a SubPattern, or an item's argument) holds a group reference (\\1,
+    (?(1)...)): the alternatives of such a pattern get no finder (see ``_finder``)."""
+    c = _sre_c
+    if isinstance(node, _sre_parse.SubPattern):
+        node = node.data
+    if not isinstance(node, (tuple, list)):
+        return False
+    for item in node:
+        if isinstance(item, tuple) and len(item) == 2 and item[0] in (c.GROUPREF, c.GROUPREF_EXISTS):
+            return True
+        if isinstance(item, (tuple, list, _sre_parse.SubPattern)) and _refers_to_groups(item):
+            return True
+    return False
+
+
+class _Finder:
+    """A part of a parsed pattern, compiled when first asked for (compiling every alternative of
+    every pattern up front would cost more than most texts ever need: most fail their gate)."""
+
+    __slots__ = ("_compiled", "flags", "items", "state")
+
+    def __init__(self, state: Any, items: list[tuple[Any, Any]], flags: int) -> None:
+        self.state, self.items, self.flags = state, items, flags
+        self._compiled: re.Pattern[str] | None = None
+
+    def pattern(self) -> re.Pattern[str]:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = _sre_compile.compile(_sre_parse.SubPattern(self.state, self.items), self.flags)
+        return compiled
+
+
+def _finder(state: Any, seq: Sequence[tuple[Any, Any]], flags: int) -> _Finder | None:
+    """The sequence without its leading zero-width assertions, to compile, when what follows them
+    starts with a literal character (the engine then searches for its literal prefix, in C).
+
+    It matches at every position the sequence matches at (dropping assertions only allows more),
+    so a pattern's next match starts at a match of one of its possible alternatives' finders,
+    where the pattern itself is then run. That needs every match of the pattern to be a match
+    of one of its leading alternatives, which a group reference can break (an alternative has
+    lost the group it refers to): the caller makes no finder for such a pattern."""
+    k = 0
+    while k < len(seq) and seq[k][0] in (_sre_c.AT, _sre_c.ASSERT, _sre_c.ASSERT_NOT):
+        k += 1
+    rest = list(seq[k:])
+    if not rest or rest[0][0] is not _sre_c.LITERAL:
+        return None
+    return _Finder(state, rest, flags)
+
+
 @lru_cache(maxsize=512)
 def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] | None]:
     """(need, leading alternatives) of a pattern, computed once per process; (None, None) when
@@ -507,6 +587,7 @@ def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] 
         if tree.state.flags & (re.IGNORECASE | re.LOCALE):
             return None, None
         need = _analyse_seq(tree)[1]
+        finders = _sre_compile is not None and not _refers_to_groups(tree)
         alts = []
         for seq in _leading_alternatives(tree.data):
             alt_need = _analyse_seq(seq)[1]
@@ -521,6 +602,7 @@ def _analysis(source: str, flags: int) -> tuple[_Need, tuple[_Alternative, ...] 
                     heads,
                     _after_non_word(seq),
                     _gate(branches),
+                    _finder(tree.state, seq, flags) if finders else None,
                 )
             )
         return need, tuple(alts)
@@ -534,10 +616,22 @@ class Prefilter:
     """A compiled pattern with what its matches need and where they can start: ``search(view)``
     returns exactly ``pattern.search(view.norm)`` and ``finditer(view)`` exactly the matches of
     ``pattern.finditer(view.norm)``, but the pattern does not run on a text without the literals
-    its matches need, and on the others it is tried only where a match can start (at each
-    occurrence of a literal every match of a possible alternative starts with)."""
+    its matches need, and on the others it is tried only where a match can start (where a
+    possible alternative's finder matches, or at each occurrence of a literal every match of a
+    possible alternative starts with)."""
 
-    __slots__ = ("_analysed", "_checked", "_uses", "alternatives", "atoms", "branches", "gate", "need", "pattern")
+    __slots__ = (
+        "_analysed",
+        "_checked",
+        "_possible",
+        "_uses",
+        "alternatives",
+        "atoms",
+        "branches",
+        "gate",
+        "need",
+        "pattern",
+    )
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
@@ -547,6 +641,9 @@ class Prefilter:
         # text is "possible" and the pattern just runs: the same matches either way).
         self._analysed = False
         self._uses = 0
+        # the possible alternatives for a set of this filter's atoms present in a text (they
+        # decide that answer alone; texts share those sets far more often than their words)
+        self._possible: dict[frozenset[str], list[_Alternative]] = {}
         self.need: _Need = None
         self.alternatives: tuple[_Alternative, ...] | None = None
         self.branches: list[list[frozenset[str]]] | None = None
@@ -599,23 +696,35 @@ class Prefilter:
         if any(a.prefixes is None for a in alts):
             yield from pattern.finditer(norm)
             return
-        # Every match starts at an occurrence of a prefix of a possible alternative: try those
-        # positions in order (a merge of one position stream per prefix), like finditer would.
-        heap: list[tuple[int, str, bool]] = []
+        # Every match starts where a possible alternative can match: at a match of its finder
+        # (found by the engine), else at an occurrence of one of its prefixes. Those positions
+        # are tried in order (a merge of one stream per finder or prefix), like finditer would.
+        heap: list[tuple[int, int, Any, bool]] = []  # (position, tie-break, finder or prefix, word start)
         for alt in alts:
+            if alt.finder is not None:
+                finder = alt.finder.pattern()
+                found = finder.search(norm)
+                if found is not None:
+                    heap.append((found.start(), len(heap), finder, alt.word_start))
+                continue
             for f, head in zip(alt.prefixes or (), alt.heads, strict=True):
                 if head is None or view.has(head, self):
                     i = norm.find(f)
                     if i >= 0:
-                        heap.append((i, f, alt.word_start))
+                        heap.append((i, len(heap), f, alt.word_start))
         heapq.heapify(heap)
         end = tried = 0
         last = -1
         while heap:
-            s, f, word_start = heap[0]
-            nxt = norm.find(f, s + 1)
+            s, n, source, word_start = heap[0]
+            start = s + 1 if s >= end else end  # positions inside the last match are not tried
+            if source.__class__ is str:
+                nxt = norm.find(source, start)
+            else:
+                found = source.search(norm, start)
+                nxt = -1 if found is None else found.start()
             if nxt >= 0:
-                heapq.heapreplace(heap, (nxt, f, word_start))
+                heapq.heapreplace(heap, (nxt, n, source, word_start))
             else:
                 heapq.heappop(heap)
             if s < end or s == last:
@@ -634,7 +743,7 @@ class Prefilter:
                 end = m.end() if m.end() > m.start() else m.end() + 1
 
 
-def _holds_in(branches: list[list[frozenset[str]]] | None, present: set[str]) -> bool:
+def _holds_in(branches: list[list[frozenset[str]]] | None, present: set[str] | frozenset[str]) -> bool:
     if branches is None:
         return True
     for branch in branches:
@@ -653,8 +762,8 @@ class TextView:
     __slots__ = ("_index", "_present", "_words", "norm")
 
     def __init__(self, norm: str, index: AtomIndex | None = None, words: Sequence[str] | None = None) -> None:
-        """``words``: ``norm.split()`` when the caller has it (``normalize_words``). Without an
-        ``index``, the built-in one, made when first needed."""
+        """``words``: ``norm.split()`` when the caller has it (else split when the atoms are
+        first asked for). Without an ``index``, the built-in one, made when first needed."""
         self.norm = norm
         self._index = index
         self._words = words
@@ -669,8 +778,7 @@ class TextView:
     @classmethod
     def of(cls, text: str, index: AtomIndex | None = None) -> TextView:
         """The view of a text not yet normalised."""
-        words = normalize_words(text)
-        return cls(" ".join(words), index, words)
+        return cls(normalize_text(text), index)
 
     def present(self) -> set[str]:
         """The atoms of the index that occur in the text."""
@@ -722,11 +830,17 @@ class TextView:
             return []
         if pf.alternatives is None:
             return None if _holds_in(pf.branches, present) else []
-        return [
-            a
-            for a in pf.alternatives
-            if a.gate is None or (not present.isdisjoint(a.gate) and _holds_in(a.branches, present))
-        ]
+        key = pf.atoms.intersection(present)  # every atom the answer depends on is one of pf.atoms
+        known = pf._possible.get(key)
+        if known is None:
+            if len(pf._possible) >= POSSIBLE_CACHE:
+                pf._possible.clear()
+            known = pf._possible[key] = [
+                a
+                for a in pf.alternatives
+                if a.gate is None or (not key.isdisjoint(a.gate) and _holds_in(a.branches, key))
+            ]
+        return known
 
     def may_match(self, pf: Prefilter) -> bool:
         """False when no match of ``pf``'s pattern can be in the text."""
@@ -1149,10 +1263,16 @@ _UPPER_HOMOGLYPHS = str.maketrans(
 
 def skeleton(text: str) -> str:
     """A confusables skeleton (after UTS #39, with a small map): NFKC, case-folded, accents
-    removed, common Cyrillic/Greek/digit lookalikes mapped to Latin, "rn" read as "m"."""
-    text = unicodedata.normalize("NFKC", text).translate(_UPPER_HOMOGLYPHS)
-    s = unicodedata.normalize("NFKD", text.casefold())
-    s = "".join(c for c in s if not unicodedata.combining(c)).translate(_INVISIBLE).translate(_HOMOGLYPHS)
+    removed, common Cyrillic/Greek/digit lookalikes mapped to Latin, "rn" read as "m".
+
+    ASCII text takes a shortcut: both normalisations leave it as it is, it has no combining
+    characters, case-folding it is lower-casing, and only the last map has ASCII keys."""
+    if text.isascii():
+        s = text.lower().translate(_HOMOGLYPHS)
+    else:
+        text = unicodedata.normalize("NFKC", text).translate(_UPPER_HOMOGLYPHS)
+        s = unicodedata.normalize("NFKD", text.casefold())
+        s = "".join(c for c in s if not unicodedata.combining(c)).translate(_INVISIBLE).translate(_HOMOGLYPHS)
     for a, b in _MULTI:
         s = s.replace(a, b)
     return s
@@ -1362,6 +1482,7 @@ _ADDR = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
 @lru_cache(maxsize=8192)
+@lru_cache(maxsize=8192)  # a sender check asks for the physician's and a display name's several times
 def _name_tokens(name: str) -> tuple[str, ...]:
     words = re.findall(r"\w+", skeleton(clean_line(name)))
     return tuple(w for w in words if len(w) > 1 and w not in PRACTICE_TITLES and w not in _NAME_NOISE)

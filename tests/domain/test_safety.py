@@ -518,6 +518,8 @@ def test_fast_matcher_equals_reference_on_generated_text(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(_TEXTS, st.text(), st.text(alphabet=" \t>\n\ra\u2028")))
 @example("ok\n \t> quoted\n>b\r\n  >c\r\nd > e\n\t>")
+@example(" Dear  patient,\n\n\n" + " " * 9 + "see`you\x1c\x1fthen \n")  # runs of every length, ASCII separators
+@example("\n\n  \n")
 def test_fast_normalisation_and_quote_stripping_equal_the_reference(text: str) -> None:
     assert normalize_text(text) == ref_normalize(text)
     assert normalize_words(text) == ref_normalize(text).split()
@@ -562,6 +564,8 @@ def _regex(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         children.map(lambda x: f"(?<!{x[:1] or 'a'})"),
         children.map(lambda x: f"(?i:{x})"),
         children.map(lambda x: f"(?>{x})"),
+        children.map(lambda x: f"({x})\\1"),  # a group reference: no finders for that pattern
+        st.tuples(children, children).map(lambda t: f"(?:({t[0]})|{t[1]})(?(1)a|b)"),
     )
 
 
@@ -613,6 +617,19 @@ def test_atom_index_finds_exactly_the_atoms_in_the_text() -> None:
             assert index.atoms_in(set(norm.split())) == {a for a in atoms if a in norm}
     with pytest.raises(ValueError, match="whitespace"):
         AtomIndex(["chest pain"])
+
+
+@pytest.mark.parametrize("limit", [1, 3, 50])
+def test_atom_index_with_a_small_word_cache_finds_the_same_atoms(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """The per-word cache is dropped when full, also in the middle of a text: no atom is lost."""
+    monkeypatch.setattr(safety, "WORD_CACHE", limit)
+    rng = random.Random(11)
+    atoms = sorted({a for piece in _PIECES for a in piece.split()})
+    index = AtomIndex(atoms)
+    for _ in range(40):
+        norm = normalize_text(" ".join(rng.choice(_PIECES) for _ in range(rng.randrange(1, 120))))
+        assert index.atoms_in(set(norm.split())) == {a for a in atoms if a in norm}
+        assert len(index._words) <= limit
 
 
 def _holds(need: object, present: set[str] | frozenset[str]) -> bool:
@@ -806,8 +823,10 @@ class _CountingPattern:
         self.real = re.compile(expr)
         self.pattern, self.flags, self.groups = self.real.pattern, self.real.flags, self.real.groups
         self.searches = 0
+        self.calls = 0  # match() calls
 
     def match(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        self.calls += 1
         return self.real.match(text, pos)
 
     def finditer(self, text: str, pos: int = 0) -> Iterator[re.Match[str]]:
@@ -832,3 +851,80 @@ def test_many_candidate_starts_sparse_or_dense_find_the_same_matches(text: str, 
     assert text.count("ab") > safety._CANDIDATES_MAX
     assert [m.span() for m in pf.finditer(view)] == [m.span() for m in pattern.real.finditer(text)]
     assert pattern.searches == searches
+
+
+def test_finders_search_the_alternatives_in_the_engine() -> None:
+    """A leading alternative that starts with a literal (after its assertions) gets a finder, and
+    the pattern itself is tried only where a possible alternative's finder matches: a text full of
+    the results pattern's prefixes ("blood", "test") that never continue into a match costs no
+    pattern.match at all, and a real match is still found, at the same place."""
+    for rule in RED_FLAG_RULES:
+        pf = Prefilter(rule.compiled()).analysed()
+        assert pf.alternatives and sum(a.finder is not None for a in pf.alternatives) >= len(pf.alternatives) // 2
+    pattern = _CountingPattern(safety._RESULTS.pattern)
+    pf = Prefilter(pattern).analysed()  # type: ignore[arg-type]
+    assert all(a.finder is not None for a in pf.alternatives or ())
+    text = "blood pressure and test dates, the results were sent; bloodtest results " * 40
+    view = TextView(text, AtomIndex(pf.atoms))
+    assert pf.search(view) is None and pattern.calls == 0
+    text += "and my blood test results came back"
+    view = TextView(text, AtomIndex(pf.atoms))
+    assert [m.span() for m in pf.finditer(view)] == [m.span() for m in pattern.real.finditer(text)] != []
+    assert pattern.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("expr", "text"),
+    [
+        (r"(?<!\w)(ab|cd)\1(?!\w)", "abab xcdcd cdcd abcd"),
+        (r"(?<!\w)(?:(ab)|cd)x(?(1)y|z)", "abxz cdxy abxy cdxz"),
+        (r"(?<!\w)(?P<w>ab|cd) (?P=w)", "ab cd cd cd ab ab"),
+    ],
+)
+def test_patterns_with_group_references_find_the_same_matches(expr: str, text: str) -> None:
+    """An alternative split off such a pattern has lost the group it refers to: those patterns get
+    no finders, and their matches are found as before."""
+    pattern = re.compile(expr)
+    pf = Prefilter(pattern).analysed()
+    assert pf.alternatives and all(a.finder is None for a in pf.alternatives)
+    expected = [m.span() for m in pattern.finditer(text)]
+    assert expected
+    for index in (AtomIndex(pf.atoms), AtomIndex(["zzz"])):
+        assert [m.span() for m in pf.finditer(TextView(text, index))] == expected
+
+
+def test_possible_alternatives_are_kept_per_set_of_atoms_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefilter keeps its possible alternatives per set of its atoms in the text: the answers
+    are those computed afresh, with the kept answers reused or dropped when there are too many."""
+    texts = _corpus_texts()
+    for limit in (safety.POSSIBLE_CACHE, 1):
+        monkeypatch.setattr(safety, "POSSIBLE_CACHE", limit)
+        matcher = RedFlagMatcher(EXTRAS)
+        matcher.prepare()
+        for text in texts * 2:
+            view = matcher.view(text)
+            for pf in matcher._filters:
+                got = view.possible(pf)
+                fresh = [a for a in pf.alternatives or () if view.holds(a.branches, pf)]
+                assert got == (fresh if pf.alternatives is not None else got), text
+        sizes = [len(pf._possible) for pf in matcher._filters]
+        assert max(sizes) <= limit and (limit == 1 or max(sizes) > 1)
+
+
+def ref_skeleton(text: str) -> str:
+    """skeleton() without its ASCII shortcut."""
+    text = unicodedata.normalize("NFKC", text).translate(safety._UPPER_HOMOGLYPHS)
+    s = unicodedata.normalize("NFKD", text.casefold())
+    s = "".join(c for c in s if not unicodedata.combining(c)).translate(safety._INVISIBLE)
+    s = s.translate(safety._HOMOGLYPHS)
+    for a, b in safety._MULTI:
+        s = s.replace(a, b)
+    return s
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(alphabet=st.characters(max_codepoint=127)), st.text(), st.sampled_from(_PIECES)))
+@example("Dr. RN 01|!$@ Ǆ\x00\t")
+def test_skeleton_shortcut_equals_the_reference(text: str) -> None:
+    assert skeleton(text) == ref_skeleton(text)
+    assert skeleton(text.upper()) == ref_skeleton(text.upper())
