@@ -537,29 +537,40 @@ def _sync_progress() -> tuple[Callable[[Any], None], Callable[[], None]]:
 def cmd_sync(args: argparse.Namespace) -> int:
     import asyncio
 
+    from carebox import syncsettings
     from carebox.services.synclock import SyncLock
 
-    cfg = _config(args)
-    if cfg.account is None:
-        raise UserError("no [account] in the config: copy it from carebox.toml.example and fill it in", EXIT_USAGE)
-    with SyncLock(cfg.store_dir()):  # a second `carebox sync` says so and exits (SyncBusy)
-        directory = cfg.store_dir().expanduser()
-        if not (directory / "key.json").exists():  # keys.KEY_FILE (not imported: cryptography, ~20 ms)
-            report = _first_sync(cfg, directory)
-        else:
-            from carebox.services.sync import quick_check, sync_once
+    report = None
+    remembered = syncsettings.recall(args.config)  # the config validated by an earlier sync, unchanged
+    if remembered is not None:  # no change: answered without the store, and without pydantic
+        from carebox.services.sync import quick_check
 
-            report = asyncio.run(quick_check(cfg, directory))  # no change: answered without the store
-            if report is None:
-                from carebox.services.session import open_session
+        with SyncLock(remembered.store_dir):
+            report = asyncio.run(quick_check(remembered, remembered.store_dir))  # type: ignore[arg-type]
+    if report is None:
+        digest = syncsettings.stamp(args.config)  # before validating (see syncsettings.stamp)
+        cfg = _config(args)
+        if cfg.account is None:
+            raise UserError("no [account] in the config: copy it from carebox.toml.example and fill it in", EXIT_USAGE)
+        with SyncLock(cfg.store_dir()):  # a second `carebox sync` says so and exits (SyncBusy)
+            directory = cfg.store_dir().expanduser()
+            if not (directory / "key.json").exists():  # keys.KEY_FILE (not imported: cryptography, ~20 ms)
+                report = _first_sync(cfg, directory)
+            else:
+                from carebox.services.sync import quick_check, sync_once
 
-                session = open_session(cfg, ask=_ask, create=True, store_dir=directory)
-                show, stop = _sync_progress()
-                try:
-                    report = asyncio.run(sync_once(session, progress=show, lock=False))
-                finally:
-                    stop()
-                    session.close()
+                report = None if remembered is not None else asyncio.run(quick_check(cfg, directory))
+                if report is None:
+                    from carebox.services.session import open_session
+
+                    session = open_session(cfg, ask=_ask, create=True, store_dir=directory)
+                    show, stop = _sync_progress()
+                    try:
+                        report = asyncio.run(sync_once(session, progress=show, lock=False))
+                    finally:
+                        stop()
+                        session.close()
+            syncsettings.remember(cfg, directory, digest)
     print(report.line())
     for notice in report.notices:
         print(f"carebox: {notice}", file=sys.stderr)

@@ -61,13 +61,13 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carebox.domain.models import Address, ParsedMessage
 from carebox.services.synclock import SyncBusy, SyncLock
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
     from carebox.config import Config
+    from carebox.domain.models import ParsedMessage
     from carebox.mail.imap import FetchedMessage, ImapClient, ImapSettings, SelectInfo
     from carebox.services.session import Session
     from carebox.store.sealing import SealedMessage
@@ -246,6 +246,8 @@ _MSGID_RE = re.compile(rb"^message-id:[ \t]*<([^<>\r\n]{1,500})>", re.IGNORECASE
 def unparsed(raw: bytes, problem: str) -> ParsedMessage:
     """What is kept of a message the parser could not finish: the raw bytes (stored beside it),
     its Message-ID when a bounded look at its head finds one, and the problem."""
+    from carebox.domain.models import Address, ParsedMessage
+
     head = raw[: raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw[:65536] else 65536]
     m = _MSGID_RE.search(head)
     msgid = m.group(1).decode("ascii", "replace").strip() if m else ""

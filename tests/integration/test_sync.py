@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import socket
@@ -903,7 +904,12 @@ async def test_sync_lock_held_elsewhere_means_nothing_happens(env: Env) -> None:
 
 
 def carebox_cli(
-    config: Path, *args: str, home: Path, timeout: float = 120, env: dict[str, str] | None = None
+    config: Path,
+    *args: str,
+    home: Path,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    argv: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CAREBOX_") and k != "PYTHON_KEYRING_BACKEND"}
     environ.update(
@@ -914,7 +920,7 @@ def carebox_cli(
     )
     environ.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "carebox", "--config", str(config), *args],
+        [sys.executable, *(argv or ["-m", "carebox", "--config", str(config), *args])],
         capture_output=True,
         text=True,
         env=environ,
@@ -1191,3 +1197,43 @@ def test_first_sync_command_failures_are_one_line_and_leave_no_store(
     assert res.returncode == 1 and expected in res.stderr, res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert sorted(p.name for p in store_dir.iterdir()) == ["sync.lock"]  # no key, no database
+
+
+def test_no_change_sync_uses_the_remembered_settings_until_the_config_changes(
+    tmp_path: Path, imap_account: ImapAccount
+) -> None:
+    """A no-change sync after a first one reads the settings it needs from the store folder and
+    never imports pydantic; any change to the config file is validated again (and a mistake in
+    it is reported as before, not hidden by the remembered settings)."""
+    a = imap_account
+    a.deliver(mail(1))
+    pw = tmp_path / "pw"
+    pw.write_text(a.password)
+    store_dir = tmp_path / "store"
+    config = write_config(
+        tmp_path / "c.toml",
+        host=a.host,
+        port=a.port,
+        username=a.username,
+        ca_file=a.ca_file,
+        password_command=f"cat {pw}",
+        store_dir=store_dir,
+    )
+    assert carebox_cli(config, "sync", home=tmp_path).returncode == 0
+    remembered = json.loads((store_dir / "sync-settings.json").read_text())
+    assert remembered["username"] == a.username and a.password not in json.dumps(remembered)
+
+    probe = (
+        "import sys; from carebox.cli import main; code = main(['--config', sys.argv[1], 'sync']); "
+        "print('pydantic loaded' if 'pydantic' in sys.modules else 'no pydantic'); sys.exit(code)"
+    )
+    again = carebox_cli(config, home=tmp_path, argv=["-c", probe, str(config)])
+    assert again.returncode == 0 and "INBOX: up to date" in again.stdout and "no pydantic" in again.stdout
+
+    a.deliver(mail(2))  # a change: the full sync runs (validating the config) and says so
+    third = carebox_cli(config, "sync", home=tmp_path)
+    assert third.returncode == 0 and "INBOX: 1 new" in third.stdout, third.stderr
+
+    config.write_text(config.read_text() + "\n[unknown]\nkey = 1\n")
+    broken = carebox_cli(config, "sync", home=tmp_path)
+    assert broken.returncode == 2 and "unknown key 'unknown'" in broken.stderr, broken.stderr
