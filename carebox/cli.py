@@ -560,10 +560,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 from carebox.services.sync import quick_check, sync_once
 
                 report = None if remembered is not None else asyncio.run(quick_check(cfg, directory))
-                if report is None:
+                if report is None:  # something to do: the key is unlocked beside the ORM's import
+                    unlocking = _key_beside(directory)  # None: a passphrase to type (asked in open_session)
+                    import carebox.services.threads  # noqa: F401 - the import is the point: it overlaps the scrypt
                     from carebox.services.session import open_session
 
-                    session = open_session(cfg, ask=_ask, create=True, store_dir=directory)
+                    key = unlocking() if unlocking is not None else None
+                    session = open_session(cfg, ask=_ask, create=True, store_dir=directory, data_key=key)
                     show, stop = _sync_progress()
                     try:
                         report = asyncio.run(sync_once(session, progress=show, lock=False))

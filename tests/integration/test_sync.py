@@ -1234,6 +1234,12 @@ def test_no_change_sync_uses_the_remembered_settings_until_the_config_changes(
     third = carebox_cli(config, "sync", home=tmp_path)
     assert third.returncode == 0 and "INBOX: 1 new" in third.stdout, third.stderr
 
+    a.deliver(mail(3))  # a change, and a wrong passphrase: one line, the store as it was
+    before = db_dump(store_dir)
+    wrong = carebox_cli(config, "sync", home=tmp_path, env={"CAREBOX_PASSPHRASE": "not the passphrase"})
+    assert wrong.returncode == 1 and wrong.stderr.startswith("carebox: wrong passphrase"), wrong.stderr
+    assert wrong.stderr.count("\n") == 1 and db_dump(store_dir) == before
+
     config.write_text(config.read_text() + "\n[unknown]\nkey = 1\n")
     broken = carebox_cli(config, "sync", home=tmp_path)
     assert broken.returncode == 2 and "unknown key 'unknown'" in broken.stderr, broken.stderr
