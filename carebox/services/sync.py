@@ -54,6 +54,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -913,7 +914,7 @@ class _SyncRun:
                 opening.batches = []
                 todo = [u for u in todo if u > last]
                 rest = [u for u in opening.sized if u > last]
-                if rest and todo[: len(rest)] == rest:  # the rest of the first slice, sizes known
+                if opening.sizes is not None and rest and todo[: len(rest)] == rest:  # the first slice's rest
                     slice_size, known = len(rest), {u: n for u, n in opening.sizes.items() if u > last}
             while todo:
                 remaining, todo = todo[:slice_size], todo[slice_size:]
@@ -1184,7 +1185,7 @@ class _Opening:
     info: SelectInfo
     uids: list[int]
     sized: list[int]
-    sizes: dict[int, int]
+    sizes: dict[int, int] | None  # what ``message_sizes(sized)`` answered; None: not asked
     # batches of the first slice downloaded (and handed to the parse workers) while the store
     # was being opened: (batch, its parse future), in UID order
     batches: list[tuple[list[FetchedMessage], asyncio.Future[list[Any]]]] = field(default_factory=list)
@@ -1227,9 +1228,9 @@ async def _prefetch(
 
 
 async def _open_first_folder(client: ImapClient, name: str, parser: MessageParser) -> _Opening | None:
-    """SELECT ``name`` and ask what a new store's pass would ask next; start the parse workers
-    (in a thread) when they will be wanted. None for a folder that does not exist: the pass
-    selects it again and reports it."""
+    """SELECT ``name`` and ask what a new store's pass would ask next (the sizes of the first
+    slice are asked by the caller); start the parse workers (in a thread) when they will be
+    wanted. None for a folder that does not exist: the pass selects it again and reports it."""
     from carebox.mail.imap import ImapProtocolError
 
     try:
@@ -1243,9 +1244,7 @@ async def _open_first_folder(client: ImapClient, name: str, parser: MessageParse
         uids = sorted(u for u in await client.search_uids("UID 1:*") if u >= 1)
     if uids and parser.wants_pool(len(uids)):
         parser.prestart(wait=False)
-    sized = uids[: SIZES_FIRST * BATCH]
-    sizes = await client.message_sizes(sized) if sized else {}
-    return _Opening(name, info, uids, sized, sizes)
+    return _Opening(name, info, uids, uids[: SIZES_FIRST * BATCH], None)
 
 
 def _in_thread(fn: Callable[[], Any], name: str) -> Any:
@@ -1294,6 +1293,11 @@ async def sync_new_store(
     from carebox.services.accounts import imap_settings
 
     settings = imap_settings(config, None)  # a new store holds no password: from the keychain or the command
+    # While ``ready`` imports (it holds the GIL ~0.5 s), the event loop, waiting on the server,
+    # gets the GIL back within 1 ms instead of 5 ms after each answer arrives.
+    interval = sys.getswitchinterval()
+    if ready is not None:
+        sys.setswitchinterval(min(interval, 0.001))
     prepared = _in_thread(ready, "carebox-ready") if ready is not None else None
     own_parser = parser is None
     parser = parser or MessageParser()
@@ -1312,15 +1316,18 @@ async def sync_new_store(
                 opening = await _open_first_folder(client, folders[0][0], parser)
             big = opening is not None and parser.wants_pool(len(opening.uids))
             if opening is not None and big and new_key is not None and prepared is not None:
+                if progress is not None:  # where ``_download`` says it too: before the sizes are asked
+                    progress(SyncProgress("downloading", opening.folder, 0, len(opening.uids)))
+                opening.sizes = await client.message_sizes(opening.sized)
                 key = (await asyncio.wrap_future(new_key)).data_key
                 from carebox.store.crypto import Cipher
 
                 cipher = Cipher(key)
                 sealing = (cipher.sealing_keys(), config.professional_address)
                 cipher.forget()
-                if progress is not None:
-                    progress(SyncProgress("downloading", opening.folder, 0, len(opening.uids)))
                 await _prefetch(client, opening, parser, sealing, asyncio.wrap_future(prepared))
+            elif opening is not None and opening.sized:
+                opening.sizes = await client.message_sizes(opening.sized)
         except BaseException as exc:  # raised below, once ``ready`` is done
             failure = exc
         if prepared is not None:
@@ -1328,6 +1335,7 @@ async def sync_new_store(
                 await asyncio.wrap_future(prepared)
             except BaseException as exc:
                 failure = failure or exc
+            sys.setswitchinterval(interval)
         if failure is not None:
             if opening is not None:
                 opening.cancel()
@@ -1337,6 +1345,7 @@ async def sync_new_store(
         run = _SyncRun(session, client, parser=parser, progress=progress, store_executor=db_pool, opening=opening)
         return await run.run()
     finally:
+        sys.setswitchinterval(interval)
         with contextlib.suppress(Exception):
             await client.logout()
         db_pool.shutdown(wait=True)
