@@ -197,19 +197,22 @@ def cmd_open(args: argparse.Namespace) -> int:
         session.close()
 
 
-def _key_beside(directory: Path, *, create: bool = False) -> Callable[[], bytes | None] | None:
-    """Start unlocking (or, with ``create`` and no store yet, making) the store's key in a thread,
-    so that its scrypt (n=2^17; it releases the GIL) or keychain lookup runs beside the imports
-    that follow. Returns the function that waits for the key (re-raising a failure in this
-    thread; None when a passphrase must be typed after all), or None when nothing was started:
-    a passphrase must be typed (the prompt comes first, nothing runs behind it)."""
+def _scripted() -> bool:
+    """A passphrase for the store comes from the environment (no prompt)."""
+    return bool(os.environ.get("CAREBOX_PASSPHRASE") or os.environ.get("CAREBOX_PASSCOMMAND"))
+
+
+def _key_beside(directory: Path) -> Callable[[], bytes | None] | None:
+    """Start unlocking the store's key in a thread, so that its scrypt (n=2^17; it releases the
+    GIL) or keychain lookup runs beside the imports that follow. Returns the function that waits
+    for the key (re-raising a failure in this thread), or None when nothing was started: there
+    is no store, or a passphrase must be typed (the prompt comes first, nothing runs behind it)."""
     from carebox.store.keys import key_info
 
     info = key_info(directory)
-    scripted = bool(os.environ.get("CAREBOX_PASSPHRASE") or os.environ.get("CAREBOX_PASSCOMMAND"))
-    if info is None and not create:
+    if info is None:
         return None
-    if info is not None and info.holder == "passphrase" and not info.demo and not scripted:
+    if info.holder == "passphrase" and not info.demo and not _scripted():
         return None
     import threading
 
@@ -219,14 +222,7 @@ def _key_beside(directory: Path, *, create: bool = False) -> Callable[[], bytes 
 
     def work() -> None:
         try:
-            if info is not None:
-                box["key"] = keys.unlock_data_key(directory)
-            elif keys.keychain_available():
-                box["key"] = keys.create_data_key(directory, use_keychain=True)
-            elif scripted:
-                box["key"] = keys.create_data_key(directory, passphrase=keys.passphrase_from_env(), use_keychain=False)
-            else:
-                box["key"] = None  # a new passphrase must be typed: the caller asks for it
+            box["key"] = keys.unlock_data_key(directory)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
@@ -541,39 +537,93 @@ def _sync_progress() -> tuple[Callable[[Any], None], Callable[[], None]]:
 def cmd_sync(args: argparse.Namespace) -> int:
     import asyncio
 
+    from carebox import syncsettings
     from carebox.services.synclock import SyncLock
 
-    cfg = _config(args)
-    if cfg.account is None:
-        raise UserError("no [account] in the config: copy it from carebox.toml.example and fill it in", EXIT_USAGE)
-    with SyncLock(cfg.store_dir()):  # a second `carebox sync` says so and exits (SyncBusy)
-        # A first sync makes the store's key beside the imports below (a later one does not
-        # unlock before the quick check, which answers a no-change sync without the key).
-        directory = cfg.store_dir().expanduser()
-        from carebox.store.keys import KEY_FILE
+    report = None
+    remembered = syncsettings.recall(args.config)  # the config validated by an earlier sync, unchanged
+    if remembered is not None:  # no change: answered without the store, and without pydantic
+        from carebox.services.sync import quick_check
 
-        new_key = _key_beside(directory, create=True) if not (directory / KEY_FILE).exists() else None
-        from carebox.services.sync import quick_check, sync_once
+        with SyncLock(remembered.store_dir):
+            report = asyncio.run(quick_check(remembered, remembered.store_dir))  # type: ignore[arg-type]
+    if report is None:
+        digest = syncsettings.stamp(args.config)  # before validating (see syncsettings.stamp)
+        cfg = _config(args)
+        if cfg.account is None:
+            raise UserError("no [account] in the config: copy it from carebox.toml.example and fill it in", EXIT_USAGE)
+        with SyncLock(cfg.store_dir()):  # a second `carebox sync` says so and exits (SyncBusy)
+            directory = cfg.store_dir().expanduser()
+            if not (directory / "key.json").exists():  # keys.KEY_FILE (not imported: cryptography, ~20 ms)
+                report = _first_sync(cfg, directory)
+            else:
+                from carebox.services.sync import quick_check, sync_once
 
-        if new_key is not None:  # the store's modules (the ORM: ~0.5 s) load while the key is made
-            import carebox.services.threads  # noqa: F401
+                report = None if remembered is not None else asyncio.run(quick_check(cfg, directory))
+                if report is None:  # something to do: the key is unlocked beside the ORM's import
+                    unlocking = _key_beside(directory)  # None: a passphrase to type (asked in open_session)
+                    import carebox.services.threads  # noqa: F401 - the import is the point: it overlaps the scrypt
+                    from carebox.services.session import open_session
 
-        report = None if new_key is not None else asyncio.run(quick_check(cfg, directory))  # no change: no store
-        if report is None:
-            from carebox.services.session import open_session
-
-            key = new_key() if new_key is not None else None
-            session = open_session(cfg, ask=_ask, create=True, store_dir=directory, data_key=key)
-            show, stop = _sync_progress()
-            try:
-                report = asyncio.run(sync_once(session, progress=show, lock=False))
-            finally:
-                stop()
-                session.close()
+                    key = unlocking() if unlocking is not None else None
+                    session = open_session(cfg, ask=_ask, create=True, store_dir=directory, data_key=key)
+                    show, stop = _sync_progress()
+                    try:
+                        report = asyncio.run(sync_once(session, progress=show, lock=False))
+                    finally:
+                        stop()
+                        session.close()
+            syncsettings.remember(cfg, directory, digest)
     print(report.line())
     for notice in report.notices:
         print(f"carebox: {notice}", file=sys.stderr)
     return EXIT_OK
+
+
+def _first_sync(cfg: Any, directory: Path) -> Any:
+    """The first `carebox sync` (no store yet), under the sync lock. Three things overlap: the
+    new key is made in a thread (its scrypt releases the GIL), the store's modules (the ORM,
+    ~0.5 s) load in another, and the event loop connects, logs in and asks about the first
+    folder (``services.sync.sync_new_store``). The key and the store are written only after
+    the login succeeded: a refused login, a server that is down or a certificate that is not
+    trusted leaves no store behind. A new passphrase that must be typed is asked for first."""
+    import asyncio
+
+    from carebox.services.sync import _in_thread, sync_new_store
+    from carebox.store import keys
+
+    typed = None
+    if not _scripted() and not keys.keychain_available():
+        from carebox.services.session import new_passphrase
+
+        typed = new_passphrase(_ask)  # before anything runs behind the prompt
+
+    def make_key() -> Any:
+        if typed is not None:
+            return keys.new_data_key(passphrase=typed, use_keychain=False)
+        if keys.keychain_available():
+            return keys.new_data_key(use_keychain=True)
+        return keys.new_data_key(passphrase=keys.passphrase_from_env(), use_keychain=False)
+
+    made = _in_thread(make_key, "carebox-key")
+
+    def ready() -> None:
+        import carebox.services.session  # the store's modules load while the key is made
+        import carebox.services.threads  # noqa: F401
+
+        made.result()
+
+    def make_store() -> Any:
+        from carebox.services.session import open_session
+
+        data_key = made.result().save(directory)
+        return open_session(cfg, ask=None, create=True, store_dir=directory, data_key=data_key)
+
+    show, stop = _sync_progress()
+    try:
+        return asyncio.run(sync_new_store(cfg, make_store, ready=ready, new_key=made, progress=show))
+    finally:
+        stop()
 
 
 def cmd_passphrase(args: argparse.Namespace) -> int:

@@ -265,39 +265,48 @@ def test_a_failed_open_leaves_the_garbage_collector_on(config: Path, capsys) -> 
     assert gc.isenabled()
 
 
-def test_key_beside_makes_or_unlocks_the_key_in_a_thread(tmp_path: Path, monkeypatch, request) -> None:
+def test_key_beside_unlocks_the_key_in_a_thread(tmp_path: Path, monkeypatch, request) -> None:
     import carebox.cli as cli
-    from carebox.store.keys import KEY_FILE, key_info, unlock_data_key
+    from carebox.store.keys import create_data_key
 
-    # a first sync with a keychain: the key is made there
-    made = cli._key_beside(tmp_path / "a", create=True)
-    assert made is not None
-    key = made()
-    assert key is not None and key_info(tmp_path / "a").holder == "keyring"
-    assert unlock_data_key(tmp_path / "a") == key
+    key = create_data_key(tmp_path / "a")  # the (test) keychain holds it
+    unlocking = cli._key_beside(tmp_path / "a")
+    assert unlocking is not None and unlocking() == key
     assert cli._key_beside(tmp_path / "missing") is None  # opening a store that is not there: nothing started
 
     request.getfixturevalue("no_keychain")
-    monkeypatch.delenv("CAREBOX_PASSPHRASE", raising=False)
-    monkeypatch.delenv("CAREBOX_PASSCOMMAND", raising=False)
-    # no keychain, nothing scripted: a new passphrase must be typed; nothing is written meanwhile
-    typed = cli._key_beside(tmp_path / "b", create=True)
-    assert typed is not None and typed() is None and not (tmp_path / "b" / KEY_FILE).exists()
-    # scripted: the key is wrapped by the passphrase from the environment
-    monkeypatch.setenv("CAREBOX_PASSPHRASE", "the right passphrase")
-    wrapped = cli._key_beside(tmp_path / "c", create=True)
-    assert wrapped is not None
-    key_c = wrapped()
-    assert key_info(tmp_path / "c").holder == "passphrase" and unlock_data_key(tmp_path / "c") == key_c
+    key_c = create_data_key(tmp_path / "c", passphrase="the right passphrase", scrypt_n=2**12)
     # an existing passphrase store without a scripted passphrase: the prompt comes first, no thread
-    monkeypatch.delenv("CAREBOX_PASSPHRASE")
     assert cli._key_beside(tmp_path / "c") is None
+    monkeypatch.setenv("CAREBOX_PASSPHRASE", "the right passphrase")
+    scripted = cli._key_beside(tmp_path / "c")
+    assert scripted is not None and scripted() == key_c
     # a wrong scripted passphrase fails in the caller's thread, in one line
     monkeypatch.setenv("CAREBOX_PASSPHRASE", "a wrong passphrase")
     wrong = cli._key_beside(tmp_path / "c")
     assert wrong is not None
     with pytest.raises(Exception, match="wrong passphrase"):
         wrong()
+
+
+def test_first_sync_without_a_password_or_passphrase_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys, monkeypatch, request
+) -> None:
+    """No server is reached: the account has no password (a new store cannot hold one), or no
+    passphrase can be had on a headless machine; both are said before anything is written."""
+    path = tmp_path / "carebox.toml"
+    path.write_text(
+        CONFIG.replace("[account.imap]", 'password_command = "true"\n[account.imap]').format(store=tmp_path / "store")
+    )
+    code, _, err = run(capsys, "--config", str(path), "sync")
+    assert code == 1 and err.startswith("carebox: no password for the mail account") and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["sync.lock"]
+
+    request.getfixturevalue("no_keychain")
+    monkeypatch.setattr("carebox.cli._ask", lambda prompt: None)  # no terminal
+    code, _, err = run(capsys, "--config", str(path), "sync")
+    assert code == 1 and "a passphrase is needed" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["sync.lock"]
 
 
 def test_open_reads_its_first_page_before_the_orm_is_imported(config: Path, capsys, monkeypatch, no_keychain) -> None:

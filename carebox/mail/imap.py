@@ -1328,14 +1328,16 @@ class ImapClient:
                             sizes[uid] = size
         return sizes
 
-    async def fetch_batches(self, uids: Sequence[int], batch_size: int = 250) -> AsyncIterator[list[FetchedMessage]]:
+    async def fetch_batches(
+        self, uids: Sequence[int], batch_size: int = 250, *, sizes: dict[int, int] | None = None
+    ) -> AsyncIterator[list[FetchedMessage]]:
         """Download whole messages (``BODY.PEEK[]``: the \\Seen flag is not touched) in UID order, in
         batches of at most ``batch_size`` messages and about ``max_batch_bytes`` bytes.
 
         UIDs that no longer exist are skipped (compare the UIDs you get with the ones you asked for).
         Raises ``ImapMessageTooLarge`` before downloading anything if a message is above
         ``max_literal_bytes`` (the connection stays usable). The selected folder must not change while
-        iterating.
+        iterating. ``sizes``: what ``message_sizes(uids)`` answered in this selection, if already asked.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -1344,7 +1346,8 @@ class ImapClient:
             return
         self._need_selected()
         gen = self._select_gen
-        sizes = await self.message_sizes(ordered)
+        if sizes is None:
+            sizes = await self.message_sizes(ordered)
         limit = self.settings.max_literal_bytes
         oversized = {u: n for u, n in sizes.items() if n > limit}
         if oversized:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from carebox.config import Config, ServerConfig
 from carebox.mail.imap import ImapSettings
-from carebox.mail.smtp import SmtpSettings
 from carebox.mail.tls import TlsMode
 from carebox.store.keys import get_account_password
-from carebox.store.store import Store
+
+if TYPE_CHECKING:  # light on purpose: `carebox sync` logs in while the store's modules load
+    from carebox.mail.smtp import SmtpSettings
+    from carebox.store.store import Store
 
 DEFAULT_PORTS = {
     "imap": {"implicit": 993, "starttls": 143, "none": 143},
@@ -56,6 +60,8 @@ def smtp_settings(config: Config, store: Store | None, **extra: object) -> SmtpS
     account = config.account
     if account is None:
         raise AccountProblem("no [account] in the config: copy it from carebox.toml.example and fill it in")
+    from carebox.mail.smtp import SmtpSettings
+
     s = account.smtp
     try:
         return SmtpSettings(

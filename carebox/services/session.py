@@ -84,7 +84,8 @@ Session.store = property(_get_store, _set_store)  # type: ignore[assignment,meth
 _OPENING = threading.RLock()
 
 
-def _new_passphrase(ask: Ask | None) -> str:
+def new_passphrase(ask: Ask | None) -> str:
+    """A passphrase for a new store: from the environment, else typed twice (``ask``)."""
     given = passphrase_from_env()
     if given:
         return given
@@ -124,7 +125,7 @@ def open_session(
         if keychain_available():
             data_key = create_data_key(directory, use_keychain=True)
         else:
-            data_key = create_data_key(directory, passphrase=_new_passphrase(ask), use_keychain=False)
+            data_key = create_data_key(directory, passphrase=new_passphrase(ask), use_keychain=False)
     elif data_key is None:
         data_key = unlock_data_key(directory, ask)
     from carebox.services.threads import ensure_policy

@@ -58,6 +58,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,14 +66,14 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carebox.domain.models import Address, ParsedMessage
 from carebox.services.synclock import SyncBusy, SyncLock
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
     from carebox.config import Config
-    from carebox.mail.imap import FetchedMessage, ImapClient, ImapSettings
+    from carebox.domain.models import ParsedMessage
+    from carebox.mail.imap import FetchedMessage, ImapClient, ImapSettings, SelectInfo
     from carebox.services.session import Session
     from carebox.store.sealing import SealedMessage
     from carebox.store.store import NewMessage, Store
@@ -87,6 +88,7 @@ __all__ = [
     "SyncReport",
     "SyncStatus",
     "quick_check",
+    "sync_new_store",
     "sync_once",
 ]
 
@@ -249,6 +251,8 @@ _MSGID_RE = re.compile(rb"^message-id:[ \t]*<([^<>\r\n]{1,500})>", re.IGNORECASE
 def unparsed(raw: bytes, problem: str) -> ParsedMessage:
     """What is kept of a message the parser could not finish: the raw bytes (stored beside it),
     its Message-ID when a bounded look at its head finds one, and the problem."""
+    from carebox.domain.models import Address, ParsedMessage
+
     head = raw[: raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw[:65536] else 65536]
     m = _MSGID_RE.search(head)
     msgid = m.group(1).decode("ascii", "replace").strip() if m else ""
@@ -337,6 +341,7 @@ class MessageParser:
         self._pool: ProcessPoolExecutor | None = None
         self._background: ProcessPoolExecutor | None = None
         self._threads: ThreadPoolExecutor | None = None
+        self._starting: Any = None  # the thread that starts the workers (``prestart(wait=False)``)
 
     def wants_pool(self, n_messages: int) -> bool:
         if self.mode == "process":
@@ -345,11 +350,28 @@ class MessageParser:
             return False
         return n_messages >= POOL_MIN and (os.cpu_count() or 1) >= POOL_MIN_CPUS
 
-    def prestart(self) -> None:
-        """Start the worker processes now (they start in the background while the first batch downloads)."""
+    def prestart(self, *, wait: bool = True) -> None:
+        """Start the worker processes now (they start in the background while the first batch
+        downloads); once: a second call does nothing. The first worker is only forked when the
+        forkserver has imported its modules (about 0.2 s); ``wait=False`` leaves that wait to a
+        thread, so the caller (the event loop) goes on at once."""
+        if self._starting is not None:
+            return
         pool = self._get_pool()
-        for _ in range(self.workers):
-            pool.submit(_warm)
+
+        def start() -> None:
+            with contextlib.suppress(Exception):  # closed meanwhile: nothing to start
+                for _ in range(self.workers):
+                    pool.submit(_warm)
+
+        if wait:
+            self._starting = True
+            start()
+            return
+        import threading
+
+        self._starting = threading.Thread(target=start, name="carebox-prestart", daemon=True)
+        self._starting.start()
 
     def executor(self) -> ProcessPoolExecutor | None:
         """The worker processes, when this sync started them (threading lends them work too)."""
@@ -505,6 +527,9 @@ class MessageParser:
         ]
 
     def _kill_pool(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None and starting is not True:
+            starting.join()
         pool, self._pool = self._pool, None
         background, self._background = self._background, None
         for p in (pool, background):
@@ -512,6 +537,9 @@ class MessageParser:
                 _kill(p)
 
     def close(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None and starting is not True:
+            starting.join()  # its workers are being started: shut them down below
         pool, self._pool = self._pool, None
         background, self._background = self._background, None
         for p in (background, pool):
@@ -616,8 +644,10 @@ class _SyncRun:
         progress: Callable[[SyncProgress], None] | None = None,
         store_executor: ThreadPoolExecutor | None = None,
         now: Callable[[], datetime] | None = None,
+        opening: _Opening | None = None,
     ) -> None:
         self.session = session
+        self._opening = opening  # the first folder, selected and searched before the store was open
         self.store: Store = session.store
         self.client = client
         self.parser = parser
@@ -729,9 +759,13 @@ class _SyncRun:
         client = self.client
         self._tell("checking", name)
         st = await self.db(S.folder_state, self.store, name)
+        opening, self._opening = self._opening, None
+        if opening is not None and (opening.folder != name or st is not None or client.selected != name):
+            opening.cancel()
+            opening = None  # not this folder, or not a new store's: ask the server as usual
         qresync = (st.uidvalidity, st.highestmodseq) if st and st.uidvalidity and st.highestmodseq else None
         try:
-            info = await client.select(name, qresync=qresync)
+            info = opening.info if opening is not None else await client.select(name, qresync=qresync)
         except ImapProtocolError as exc:
             if client.broken or "does not exist" not in str(exc):
                 raise
@@ -785,14 +819,16 @@ class _SyncRun:
                 ]
             updates = [x for x in updates if x[0] in known]
         if new_uids is None:
-            if not info.exists or (info.uidnext and info.uidnext <= start):
+            if opening is not None:  # asked as below (a new store: nothing known, start 1)
+                new_uids = list(opening.uids)
+            elif not info.exists or (info.uidnext and info.uidnext <= start):
                 new_uids = []
             else:
                 found = await client.search_uids(f"UID {start}:*")
                 new_uids = [u for u in found if u >= start and u not in known]
 
         if new_uids:
-            await self._download(name, role, uv, new_uids, fr)
+            await self._download(name, role, uv, new_uids, fr, opening=opening)
         if updates:
             n, threads = await self.db(S.apply_server_flags, self.store, name, updates)
             fr.flags_changed += n
@@ -841,7 +877,18 @@ class _SyncRun:
         self._tell("checking", name, 0, 0)
         return fr
 
-    async def _download(self, name: str, role: str, uv: int, uids: list[int], fr: FolderReport) -> None:
+    async def _download(
+        self,
+        name: str,
+        role: str,
+        uv: int,
+        uids: list[int],
+        fr: FolderReport,
+        *,
+        opening: _Opening | None = None,
+    ) -> None:
+        """``opening``: what a new store's first sync asked in this selection before the store
+        was open (the first slice's sizes, batches already downloaded): used first."""
         from carebox.mail.imap import ImapMessageTooLarge
 
         client = self.client
@@ -872,12 +919,23 @@ class _SyncRun:
             # theirs while earlier batches are parsed and stored
             todo = sorted(uids)
             slice_size = SIZES_FIRST * BATCH
+            known = None
+            if opening is not None:
+                last = opening.last_uid
+                for item in opening.batches:
+                    await queue.put(item)
+                opening.batches = []
+                todo = [u for u in todo if u > last]
+                rest = [u for u in opening.sized if u > last]
+                if opening.sizes is not None and rest and todo[: len(rest)] == rest:  # the first slice's rest
+                    slice_size, known = len(rest), {u: n for u, n in opening.sizes.items() if u > last}
             while todo:
                 remaining, todo = todo[:slice_size], todo[slice_size:]
                 slice_size = SIZES_NEXT * BATCH
                 while remaining:
+                    first, known = known, None
                     try:
-                        async for batch in client.fetch_batches(remaining, BATCH):
+                        async for batch in client.fetch_batches(remaining, BATCH, sizes=first):
                             raws = [m.raw for m in batch]
                             if sealing is None or not worker_seals:
                                 fut = asyncio.ensure_future(self.parser.parse(raws, pool=use_pool))
@@ -1130,6 +1188,189 @@ async def sync_once(
             parser.close()
         if held is not None:
             held.release()
+
+
+# ---- the first sync of a new store -------------------------------------------------------------------
+
+
+@dataclass
+class _Opening:
+    """What the first sync of a new store asked about its first folder before the store was
+    open: the SELECT, the new UIDs (``UID SEARCH UID 1:*``, as ``_SyncRun._folder`` asks with
+    nothing known) and the sizes of the download's first slice (``sized``)."""
+
+    folder: str
+    info: SelectInfo
+    uids: list[int]
+    sized: list[int]
+    sizes: dict[int, int] | None  # what ``message_sizes(sized)`` answered; None: not asked
+    # batches of the first slice downloaded (and handed to the parse workers) while the store
+    # was being opened: (batch, its parse future), in UID order
+    batches: list[tuple[list[FetchedMessage], asyncio.Future[list[Any]]]] = field(default_factory=list)
+
+    @property
+    def last_uid(self) -> int:
+        return self.batches[-1][0][-1].uid if self.batches else 0
+
+    def cancel(self) -> None:
+        for _, fut in self.batches:
+            fut.cancel()
+
+
+PREFETCH_BATCHES = 4  # batches a new store's first sync downloads at most while its store opens
+
+
+async def _prefetch(
+    client: ImapClient,
+    opening: _Opening,
+    parser: MessageParser,
+    sealing: tuple[tuple[bytes, bytes], str],
+    until: asyncio.Future[Any],
+) -> None:
+    """Download the first slice's batches and hand them to the parse workers (which seal the rows
+    too) until ``until`` is done (the store is about to be made) or ``PREFETCH_BATCHES`` are
+    waiting. Only what ``_download`` would do first, sooner: it commits them before anything else."""
+    batches = client.fetch_batches(opening.sized, BATCH, sizes=opening.sizes)
+    try:
+        async for batch in batches:
+            if not batch:
+                continue
+            fut = asyncio.ensure_future(
+                parser.parse_sealed([m.raw for m in batch], [m.internaldate for m in batch], sealing, pool=True)
+            )
+            opening.batches.append((batch, fut))
+            if until.done() or len(opening.batches) >= PREFETCH_BATCHES:
+                break
+    finally:
+        await batches.aclose()
+
+
+async def _open_first_folder(client: ImapClient, name: str, parser: MessageParser) -> _Opening | None:
+    """SELECT ``name`` and ask what a new store's pass would ask next (the sizes of the first
+    slice are asked by the caller); start the parse workers (in a thread) when they will be
+    wanted. None for a folder that does not exist: the pass selects it again and reports it."""
+    from carebox.mail.imap import ImapProtocolError
+
+    try:
+        info = await client.select(name)
+    except ImapProtocolError as exc:
+        if client.broken or "does not exist" not in str(exc):
+            raise
+        return None
+    uids: list[int] = []
+    if info.exists and not (info.uidnext and info.uidnext <= 1):
+        uids = sorted(u for u in await client.search_uids("UID 1:*") if u >= 1)
+    if uids and parser.wants_pool(len(uids)):
+        parser.prestart(wait=False)
+    return _Opening(name, info, uids, uids[: SIZES_FIRST * BATCH], None)
+
+
+def _in_thread(fn: Callable[[], Any], name: str) -> Any:
+    """Run ``fn`` in a daemon thread; a ``concurrent.futures.Future`` of its result."""
+    import threading
+    from concurrent.futures import Future
+
+    fut: Future[Any] = Future()
+
+    def work() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # re-raised by whoever waits for it
+            fut.set_exception(exc)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return fut
+
+
+async def sync_new_store(
+    config: Config,
+    make_store: Callable[[], Session],
+    *,
+    ready: Callable[[], Any] | None = None,
+    new_key: Any = None,
+    client_factory: Callable[[ImapSettings], ImapClient] | None = None,
+    progress: Callable[[SyncProgress], None] | None = None,
+    parser: MessageParser | None = None,
+) -> SyncReport:
+    """The first ``carebox sync`` of a store that does not exist yet (hold the SyncLock).
+
+    Connecting, logging in, and the first folder's SELECT, UID SEARCH and first sizes need
+    neither the store nor its key: they are asked while ``ready`` runs in a thread (it writes
+    nothing: it loads the store's modules and waits for the new key being made). Only when both
+    have succeeded is the store made: ``make_store`` (in the store thread) keeps the key and
+    creates the store, and the pass goes on with what was asked. A failure before that (no
+    password, server down, bad certificate, login refused; or one of ``ready``, such as a
+    passphrase command that fails) is raised once ``ready`` has finished, with the connection
+    closed and nothing written. The session made is closed at the end.
+
+    ``new_key``: a ``concurrent.futures.Future`` of the ``keys.NewKey`` being made (``ready``
+    waits for it too). With it, a download big enough for the parse workers starts while the
+    store opens: the first batches are fetched and parsed, and sealed with keys derived from the
+    new key (``_prefetch``); they are committed first, once the store exists.
+    """
+    from carebox.services.accounts import imap_settings
+
+    settings = imap_settings(config, None)  # a new store holds no password: from the keychain or the command
+    # While ``ready`` imports (it holds the GIL ~0.5 s), the event loop, waiting on the server,
+    # gets the GIL back within 1 ms instead of 5 ms after each answer arrives.
+    interval = sys.getswitchinterval()
+    if ready is not None:
+        sys.setswitchinterval(min(interval, 0.001))
+    prepared = _in_thread(ready, "carebox-ready") if ready is not None else None
+    own_parser = parser is None
+    parser = parser or MessageParser()
+    client = (client_factory or _default_factory)(settings)
+    db_pool = _store_thread()
+    session: Session | None = None
+    try:
+        failure: BaseException | None = None
+        opening = None
+        try:
+            if progress is not None:
+                progress(SyncProgress("connecting"))
+            await client.connect()
+            folders = configured_folders(config)
+            if folders:
+                opening = await _open_first_folder(client, folders[0][0], parser)
+            big = opening is not None and parser.wants_pool(len(opening.uids))
+            if opening is not None and big and new_key is not None and prepared is not None:
+                if progress is not None:  # where ``_download`` says it too: before the sizes are asked
+                    progress(SyncProgress("downloading", opening.folder, 0, len(opening.uids)))
+                opening.sizes = await client.message_sizes(opening.sized)
+                key = (await asyncio.wrap_future(new_key)).data_key
+                from carebox.store.crypto import Cipher
+
+                cipher = Cipher(key)
+                sealing = (cipher.sealing_keys(), config.professional_address)
+                cipher.forget()
+                await _prefetch(client, opening, parser, sealing, asyncio.wrap_future(prepared))
+            elif opening is not None and opening.sized:
+                opening.sizes = await client.message_sizes(opening.sized)
+        except BaseException as exc:  # raised below, once ``ready`` is done
+            failure = exc
+        if prepared is not None:
+            try:
+                await asyncio.wrap_future(prepared)
+            except BaseException as exc:
+                failure = failure or exc
+            sys.setswitchinterval(interval)
+        if failure is not None:
+            if opening is not None:
+                opening.cancel()
+            raise failure
+        loop = asyncio.get_running_loop()
+        session = await loop.run_in_executor(db_pool, make_store)
+        run = _SyncRun(session, client, parser=parser, progress=progress, store_executor=db_pool, opening=opening)
+        return await run.run()
+    finally:
+        sys.setswitchinterval(interval)
+        with contextlib.suppress(Exception):
+            await client.logout()
+        db_pool.shutdown(wait=True)
+        if own_parser:
+            parser.close()
+        if session is not None:
+            session.close()
 
 
 # ---- the no-change fast path of `carebox sync` ---------------------------------------------------

@@ -17,7 +17,7 @@ import secrets
 import shlex
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -50,6 +50,8 @@ def _unb64(text: str) -> bytes:
 
 def keychain_available() -> bool:
     """True when keyring has a real, encrypting backend (not fail, not a plaintext file)."""
+    if _env_names_no_keychain():
+        return False
     import keyring  # imported on use: it costs ~0.3 s at start-up
     import keyring.errors
 
@@ -58,6 +60,20 @@ def keychain_available() -> bool:
     except Exception:
         return False
     return _acceptable(backend)
+
+
+def _env_names_no_keychain() -> bool:
+    """True when ``$PYTHON_KEYRING_BACKEND`` names keyring's fail backend or a plaintext one and
+    keyring is not loaded yet: keyring would then use that backend (nothing can have been set
+    through its API), which ``_acceptable`` refuses; saying so needs no import of keyring (0.1-0.2 s
+    of a first sync on a headless machine or in CI)."""
+    import sys
+
+    name = os.environ.get("PYTHON_KEYRING_BACKEND", "")
+    if not name or "keyring" in sys.modules:
+        return False
+    module, _, cls = name.rpartition(".")
+    return name == "keyring.backends.fail.Keyring" or module.startswith("keyrings.alt") or "Plaintext" in cls
 
 
 def _acceptable(backend: object) -> bool:
@@ -123,6 +139,58 @@ def key_info(store_dir: Path) -> KeyInfo | None:
     return KeyInfo(holder=meta.get("holder", ""), store_id=meta.get("store_id", ""), demo=bool(meta.get("demo")))
 
 
+@dataclass(frozen=True)
+class NewKey:
+    """A new store's data key, made (and wrapped by its passphrase) but not kept anywhere yet:
+    ``save`` writes ``key.json`` (and the keychain entry). ``carebox sync`` makes it beside the
+    login and saves it only once the login has succeeded."""
+
+    data_key: bytes = field(repr=False)
+    meta: dict[str, object] = field(repr=False)
+
+    @property
+    def holder(self) -> str:
+        return str(self.meta["holder"])
+
+    def save(self, store_dir: Path) -> bytes:
+        """Keep the key for the store at ``store_dir`` (which must have none yet). Returns the key."""
+        store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(store_dir, 0o700)
+        if (store_dir / KEY_FILE).exists():
+            raise KeyProblem(f"{store_dir} already has a key; refusing to replace it")
+        if self.holder == "keyring":
+            import keyring  # imported on use: it costs ~0.3 s at start-up
+            import keyring.errors
+
+            try:
+                keyring.set_password(KEYRING_SERVICE, f"store:{self.meta['store_id']}", _b64(self.data_key))
+            except keyring.errors.KeyringError as exc:
+                raise KeyProblem(f"the keychain refused to store the key ({exc.__class__.__name__})") from None
+        _write_private(store_dir / KEY_FILE, json.dumps(self.meta, indent=1))
+        return self.data_key
+
+
+def new_data_key(
+    *, passphrase: str | None = None, use_keychain: bool | None = None, scrypt_n: int = SCRYPT_N, demo: bool = False
+) -> NewKey:
+    """Make a new random data key (wrapped by ``passphrase`` unless it goes to the keychain),
+    writing nothing: see ``NewKey.save``."""
+    data_key = secrets.token_bytes(32)
+    if use_keychain is None:
+        use_keychain = passphrase is None and keychain_available()
+    meta: dict[str, object] = {"version": 1, "store_id": secrets.token_hex(8)}
+    if use_keychain:
+        meta["holder"] = "keyring"
+    else:
+        if not passphrase:
+            raise KeyProblem("no keychain here: a passphrase is needed (set CAREBOX_PASSPHRASE or answer the prompt)")
+        meta["holder"] = "passphrase"
+        meta.update(_wrap(data_key, passphrase, scrypt_n))
+    if demo:
+        meta["demo"] = True
+    return NewKey(data_key, meta)
+
+
 def create_data_key(
     store_dir: Path,
     *,
@@ -132,33 +200,10 @@ def create_data_key(
     demo: bool = False,
 ) -> bytes:
     """Make a new random data key for a new store and keep it safely. Returns the key."""
-    store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(store_dir, 0o700)
     if (store_dir / KEY_FILE).exists():
         raise KeyProblem(f"{store_dir} already has a key; refusing to replace it")
-    data_key = secrets.token_bytes(32)
-    store_id = secrets.token_hex(8)
-    if use_keychain is None:
-        use_keychain = passphrase is None and keychain_available()
-    meta: dict[str, object] = {"version": 1, "store_id": store_id}
-    if use_keychain:
-        import keyring  # imported on use: it costs ~0.3 s at start-up
-        import keyring.errors
-
-        try:
-            keyring.set_password(KEYRING_SERVICE, f"store:{store_id}", _b64(data_key))
-        except keyring.errors.KeyringError as exc:
-            raise KeyProblem(f"the keychain refused to store the key ({exc.__class__.__name__})") from None
-        meta["holder"] = "keyring"
-    else:
-        if not passphrase:
-            raise KeyProblem("no keychain here: a passphrase is needed (set CAREBOX_PASSPHRASE or answer the prompt)")
-        meta["holder"] = "passphrase"
-        meta.update(_wrap(data_key, passphrase, scrypt_n))
-    if demo:
-        meta["demo"] = True
-    _write_private(store_dir / KEY_FILE, json.dumps(meta, indent=1))
-    return data_key
+    made = new_data_key(passphrase=passphrase, use_keychain=use_keychain, scrypt_n=scrypt_n, demo=demo)
+    return made.save(store_dir)
 
 
 def passphrase_from_env() -> str | None:
@@ -252,9 +297,6 @@ def check_passphrase(store_dir: Path, passphrase: str) -> bytes:
 
 
 def get_account_password(address: str, password_command: str | None = None) -> str | None:
-    import keyring  # imported on use: it costs ~0.3 s at start-up
-    import keyring.errors
-
     if password_command:
         try:
             out = subprocess.run(shlex.split(password_command), capture_output=True, timeout=60, check=True)
@@ -263,6 +305,9 @@ def get_account_password(address: str, password_command: str | None = None) -> s
         return out.stdout.decode("utf-8").rstrip("\r\n")
     if not keychain_available():
         return None
+    import keyring  # imported on use: it costs ~0.3 s at start-up
+    import keyring.errors
+
     try:
         return keyring.get_password(ACCOUNT_SERVICE, address)
     except keyring.errors.KeyringError:

@@ -7,22 +7,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import format_datetime
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from sqlalchemy import select
 
-from carebox.config import load_config
+from carebox.config import Config, load_config
 from carebox.mail.imap import (
     ImapClient,
     ImapConnectionError,
@@ -990,7 +994,14 @@ async def test_sync_lock_held_elsewhere_means_nothing_happens(env: Env) -> None:
     assert len(live(env.store, "INBOX")) == 1
 
 
-def carebox_cli(config: Path, *args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def carebox_cli(
+    config: Path,
+    *args: str,
+    home: Path,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    argv: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CAREBOX_") and k != "PYTHON_KEYRING_BACKEND"}
     environ.update(
         CAREBOX_PASSPHRASE="correct horse battery staple",
@@ -998,8 +1009,9 @@ def carebox_cli(config: Path, *args: str, home: Path, timeout: float = 120) -> s
         XDG_CONFIG_HOME=str(home / "config"),
         XDG_DATA_HOME=str(home / "data"),
     )
+    environ.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "carebox", "--config", str(config), *args],
+        [sys.executable, *(argv or ["-m", "carebox", "--config", str(config), *args])],
         capture_output=True,
         text=True,
         env=environ,
@@ -1061,3 +1073,264 @@ def test_report_lines_are_one_line_each() -> None:
     status = sync_mod.SyncStatus(state="syncing", done=5, total=250)
     assert status.line() == "syncing 5 of 250"
     assert isinstance(ImapError("x"), Exception)
+
+
+# ---- the first sync of a new store: login, key and store overlap ---------------------------------------
+
+
+def _first_client() -> Recorded:
+    """The client ``sync_new_store`` made (it is made once ``ready`` runs), once its connect ended."""
+    deadline = time.monotonic() + LIMIT
+    while not Recorded.made and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert Recorded.made and Recorded.made[0].done.wait(LIMIT)
+    return Recorded.made[0]
+
+
+class Recorded(ImapClient):
+    """A real client that notes when its connect ended (``connected_or_failed``)."""
+
+    made: ClassVar[list[Recorded]] = []
+
+    def __init__(self, settings: ImapSettings) -> None:
+        super().__init__(settings)
+        self.done = threading.Event()
+        Recorded.made.append(self)
+
+    async def connect(self) -> None:
+        try:
+            await super().connect()
+        finally:
+            self.done.set()
+
+
+@dataclass
+class FirstSync:
+    """What ``sync_new_store`` is given by ``carebox sync``, with hooks to order it."""
+
+    config: Config
+    store_dir: Path
+    made_store: list[str] = dataclasses.field(default_factory=list)  # calls of make_store
+    ready_done: list[float] = dataclasses.field(default_factory=list)
+
+    def key(self):
+        from concurrent.futures import Future
+
+        from carebox.store.keys import new_data_key
+
+        fut: Future = Future()
+        fut.set_result(new_data_key(passphrase="correct horse battery", scrypt_n=2**12))
+        return fut
+
+    def make_store(self, key) -> Callable[[], Session]:
+        def make() -> Session:
+            self.made_store.append("made")
+            data_key = key.result().save(self.store_dir)
+            store = Store.open(self.store_dir, Cipher(data_key), professional=DOCTOR, create=True)
+            return Session(config=self.config, store=store, policy=policy_from_config(self.config.policy))
+
+        return make
+
+
+@pytest.fixture
+def first(tmp_path: Path, imap_account: ImapAccount) -> FirstSync:
+    Recorded.made = []
+    a = imap_account
+    pw = tmp_path / "pw"
+    pw.write_text(a.password)
+    store_dir = tmp_path / "store"
+    path = write_config(
+        tmp_path / "c.toml",
+        host=a.host,
+        port=a.port,
+        username=a.username,
+        ca_file=a.ca_file,
+        password_command=f"cat {pw}",
+        store_dir=store_dir,
+    )
+    return FirstSync(load_config(path), store_dir)
+
+
+def _wrong_password(first: FirstSync, tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("not the password")
+
+
+async def test_first_sync_login_refused_while_the_key_is_made_leaves_no_store(first: FirstSync, tmp_path) -> None:
+    _wrong_password(first, tmp_path)
+    key = first.key()
+
+    def ready() -> None:  # still "making the key" when the login is refused
+        assert not _first_client().connected
+        time.sleep(0.2)
+        first.ready_done.append(time.monotonic())
+
+    with pytest.raises(ImapError, match="refused the login") as err:
+        await bounded(
+            sync_mod.sync_new_store(
+                first.config, first.make_store(key), ready=ready, new_key=key, client_factory=Recorded
+            )
+        )
+    assert "\n" not in str(err.value)
+    assert first.ready_done, "the failure was raised before the key thread had finished"
+    assert first.made_store == [] and not first.store_dir.exists()
+    assert not Recorded.made[0].connected
+
+
+async def test_first_sync_key_failure_with_the_connection_open_closes_it_and_writes_nothing(
+    first: FirstSync, imap_account: ImapAccount
+) -> None:
+    from carebox.store.keys import WrongPassphrase
+
+    imap_account.deliver(mail(1))
+    key = first.key()
+
+    def ready() -> None:  # the key fails once the connection is open and logged in
+        assert _first_client().connected
+        raise WrongPassphrase("wrong passphrase in CAREBOX_PASSPHRASE / CAREBOX_PASSCOMMAND")
+
+    with pytest.raises(WrongPassphrase, match="wrong passphrase") as err:
+        await bounded(
+            sync_mod.sync_new_store(
+                first.config, first.make_store(key), ready=ready, new_key=key, client_factory=Recorded
+            )
+        )
+    assert "\n" not in str(err.value)
+    assert first.made_store == [] and not first.store_dir.exists()
+    assert not Recorded.made[0].connected  # logged out and closed
+
+
+@pytest.mark.parametrize("ahead", [1, 2])
+async def test_first_sync_downloads_while_the_store_opens_and_stores_everything(
+    first: FirstSync, imap_account: ImapAccount, small_batches: int, ahead: int
+) -> None:
+    """With parse workers, batches are fetched, parsed and sealed before the store exists; they are
+    committed first and nothing is lost or doubled (BATCH 3: the first slice is two batches)."""
+    for i in range(1, 21):
+        imap_account.deliver(mail(i, reply_to_id="sync-1@test.example" if i % 5 == 0 else ""))
+    key = first.key()
+    parsed = threading.Event()
+    calls: list[int] = []
+
+    class Counting(MessageParser):
+        async def parse_sealed(self, raws, dates, sealing, *, pool=False):
+            calls.append(len(raws))
+            if len(calls) >= ahead:
+                parsed.set()
+            return await super().parse_sealed(raws, dates, sealing, pool=pool)
+
+    def ready() -> None:  # the store's modules "load" until `ahead` batches were handed to the workers
+        assert parsed.wait(LIMIT)
+
+    made_after: list[int] = []
+    make = first.make_store(key)
+
+    def make_store() -> Session:
+        made_after.append(len(calls))
+        return make()
+
+    seen: list[str] = []
+    parser = Counting(mode="process")
+    try:
+        report = await bounded(
+            sync_mod.sync_new_store(
+                first.config,
+                make_store,
+                ready=ready,
+                new_key=key,
+                parser=parser,
+                progress=lambda p: seen.append(p.phase),
+            ),
+            60,
+        )
+    finally:
+        parser.close()
+    assert made_after and made_after[0] >= ahead  # downloaded and parsed before the store was made
+    assert report.folders[0].added == 20
+    assert seen.index("downloading") < seen.index("threading")
+    key_bytes = key.result().data_key
+    store = Store.open(first.store_dir, Cipher(key_bytes), professional=DOCTOR)
+    try:
+        await assert_store_equals_server(store, imap_account)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("case", ["login", "down", "untrusted", "passcommand"])
+def test_first_sync_command_failures_are_one_line_and_leave_no_store(
+    tmp_path: Path, imap_account: ImapAccount, case: str
+) -> None:
+    a = imap_account
+    pw = tmp_path / "pw"
+    pw.write_text("not the password" if case == "login" else a.password)
+    store_dir = tmp_path / "store"
+    port = a.port
+    if case == "down":
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    config = write_config(
+        tmp_path / "c.toml",
+        host=a.host,
+        port=port,
+        username=a.username,
+        ca_file=None if case == "untrusted" else a.ca_file,
+        password_command=f"cat {pw}",
+        store_dir=store_dir,
+    )
+    extra = {"CAREBOX_PASSPHRASE": "", "CAREBOX_PASSCOMMAND": "false"} if case == "passcommand" else {}
+    res = carebox_cli(config, "sync", home=tmp_path, env=extra)
+    expected = {
+        "login": "refused the login",
+        "down": "connection refused",
+        "untrusted": "is not trusted",
+        "passcommand": "CAREBOX_PASSCOMMAND failed",
+    }[case]
+    assert res.returncode == 1 and expected in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert sorted(p.name for p in store_dir.iterdir()) == ["sync.lock"]  # no key, no database
+
+
+def test_no_change_sync_uses_the_remembered_settings_until_the_config_changes(
+    tmp_path: Path, imap_account: ImapAccount
+) -> None:
+    """A no-change sync after a first one reads the settings it needs from the store folder and
+    never imports pydantic; any change to the config file is validated again (and a mistake in
+    it is reported as before, not hidden by the remembered settings)."""
+    a = imap_account
+    a.deliver(mail(1))
+    pw = tmp_path / "pw"
+    pw.write_text(a.password)
+    store_dir = tmp_path / "store"
+    config = write_config(
+        tmp_path / "c.toml",
+        host=a.host,
+        port=a.port,
+        username=a.username,
+        ca_file=a.ca_file,
+        password_command=f"cat {pw}",
+        store_dir=store_dir,
+    )
+    assert carebox_cli(config, "sync", home=tmp_path).returncode == 0
+    remembered = json.loads((store_dir / "sync-settings.json").read_text())
+    assert remembered["username"] == a.username and a.password not in json.dumps(remembered)
+
+    probe = (
+        "import sys; from carebox.cli import main; code = main(['--config', sys.argv[1], 'sync']); "
+        "print('pydantic loaded' if 'pydantic' in sys.modules else 'no pydantic'); sys.exit(code)"
+    )
+    again = carebox_cli(config, home=tmp_path, argv=["-c", probe, str(config)])
+    assert again.returncode == 0 and "INBOX: up to date" in again.stdout and "no pydantic" in again.stdout
+
+    a.deliver(mail(2))  # a change: the full sync runs (validating the config) and says so
+    third = carebox_cli(config, "sync", home=tmp_path)
+    assert third.returncode == 0 and "INBOX: 1 new" in third.stdout, third.stderr
+
+    a.deliver(mail(3))  # a change, and a wrong passphrase: one line, the store as it was
+    before = db_dump(store_dir)
+    wrong = carebox_cli(config, "sync", home=tmp_path, env={"CAREBOX_PASSPHRASE": "not the passphrase"})
+    assert wrong.returncode == 1 and wrong.stderr.startswith("carebox: wrong passphrase"), wrong.stderr
+    assert wrong.stderr.count("\n") == 1 and db_dump(store_dir) == before
+
+    config.write_text(config.read_text() + "\n[unknown]\nkey = 1\n")
+    broken = carebox_cli(config, "sync", home=tmp_path)
+    assert broken.returncode == 2 and "unknown key 'unknown'" in broken.stderr, broken.stderr

@@ -117,3 +117,42 @@ def test_change_passphrase(tmp_path, no_keychain) -> None:
     with pytest.raises(WrongPassphrase):
         unlock_data_key(d, lambda _p: "old passphrase")
     assert stat.S_IMODE((d / "key.json").stat().st_mode) == 0o600
+
+
+def test_a_new_key_is_written_only_when_saved(tmp_path, no_keychain) -> None:
+    d = tmp_path / "store"
+    made = keys.new_data_key(passphrase="correct horse", scrypt_n=FAST_N)
+    assert not d.exists() and made.holder == "passphrase"
+    assert made.save(d) == made.data_key
+    assert unlock_data_key(d, lambda _p: "correct horse") == made.data_key
+    with pytest.raises(KeyProblem, match="already has a key"):
+        made.save(d)
+
+
+def test_a_new_keychain_key_goes_to_the_keychain_only_when_saved(tmp_path, memory_keyring) -> None:
+    made = keys.new_data_key()
+    assert made.holder == "keyring" and memory_keyring.secrets == {}
+    made.save(tmp_path / "s")
+    assert len(memory_keyring.secrets) == 1 and unlock_data_key(tmp_path / "s") == made.data_key
+
+
+@pytest.mark.parametrize(
+    ("backend", "no_keychain_without_import"),
+    [
+        ("keyring.backends.fail.Keyring", True),
+        ("keyrings.alt.file.PlaintextKeyring", True),
+        ("keyring.backends.SecretService.Keyring", False),
+        ("", False),
+    ],
+)
+def test_the_environment_can_say_there_is_no_keychain_without_importing_keyring(
+    monkeypatch, backend: str, no_keychain_without_import: bool
+) -> None:
+    """Where keyring is not loaded yet, $PYTHON_KEYRING_BACKEND naming the fail or a plaintext
+    backend answers keychain_available() (False) at once; anything else asks keyring."""
+    import sys
+
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", backend)
+    assert not keys._env_names_no_keychain()  # keyring is loaded here (the test keychain): it decides
+    monkeypatch.delitem(sys.modules, "keyring")
+    assert keys._env_names_no_keychain() is no_keychain_without_import
