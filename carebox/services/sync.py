@@ -1549,9 +1549,14 @@ class BackgroundSync:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
+            # On Python 3.11 a cancellation can be lost when it arrives just as an inner
+            # ``asyncio.wait_for`` completes (CPython gh-86296): the task would go on syncing and
+            # `await task` never return (an app that cannot quit). Cancel until it has ended.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
             with contextlib.suppress(BaseException):
-                await task
+                task.result()
         await self._drop_client()
         self._lock.release()
         loop = asyncio.get_running_loop()
@@ -1583,7 +1588,8 @@ class BackgroundSync:
         """Wait ``seconds`` or until ``wake()``; True when woken."""
         woken = True
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: it can lose a cancellation (see stop)
+                await self._wake.wait()
         except TimeoutError:
             woken = False
         self._wake.clear()

@@ -841,6 +841,37 @@ async def test_background_sync_waits_while_another_process_syncs(env: Env) -> No
         await bg.stop()
 
 
+async def test_background_sync_stop_ends_a_task_that_lost_a_cancellation(env: Env) -> None:
+    """Python 3.11's wait_for can lose a cancellation (CPython gh-86296): stop() must still end the task."""
+    bg = BackgroundSync(env.session)
+    lost: list[bool] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost.append(True)  # the first cancellation is lost, as wait_for may lose it
+
+    bg._main = stubborn  # type: ignore[method-assign]
+    bg.start()
+    await asyncio.sleep(0.1)
+    task = bg._task
+    stopping = asyncio.ensure_future(bg.stop())
+    await asyncio.wait({stopping}, timeout=20)  # unlike wait_for, does not cancel stop() (nor the task through it)
+    ended = stopping.done()
+    if not ended:  # stop() hangs: end it all, then fail
+        stopping.cancel()
+        assert task is not None
+        task.cancel()
+        await asyncio.wait({stopping, task})
+    assert ended, "stop() did not end a task that lost a cancellation"
+    assert lost == [True]
+    assert not bg.running and bg.status.state == "stopped"
+
+
 async def test_background_sync_pauses_while_the_store_is_locked(env: Env) -> None:
     a = env.account
     a.deliver(mail(1))
