@@ -6,7 +6,8 @@
 1. Builds the mailbox: synthetic practice mail (plain, HTML alternatives, PDF attachments; 2-40 KB,
    replies threaded) written as Maildir files once into bench/out/ (git-ignored) and copied into a
    fresh Dovecot user for each tool. Dovecot indexes it before anything is timed.
-2. Times, each as a whole process, wall clock:
+2. Times, each as a whole process, wall clock (and prints a fingerprint of the threads each initial
+   sync decided, keyed by folder and UID, to check that two versions decide the same):
    * carebox: ``python -m carebox --config CFG sync`` into a new store (key from CAREBOX_PASSPHRASE,
      no keychain; account password from password_command), then the same command with nothing new
      (the no-change re-sync), ``--runs`` times;
@@ -26,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import os
 import pwd
 import random
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -301,6 +304,26 @@ asyncio.run(main(*sys.argv[1:5]))
 """
 
 
+def thread_fingerprint(store_dir: Path) -> str:
+    """A digest of every conversation's clear decision columns (urgent, sender status, suggested
+    tag, category, state, due time), each keyed by its messages' (folder, UID) set: row ids are
+    random per store, so this is what two syncs, or two versions of carebox, can compare."""
+    conn = sqlite3.connect(f"file:{store_dir / 'carebox.db'}?mode=ro", uri=True)
+    try:
+        members: dict[str, list[tuple[int, int]]] = {}
+        for tid, fid, uid in conn.execute("SELECT thread_id, folder_id, uid FROM message"):
+            members.setdefault(tid, []).append((fid, uid))
+        columns = "id, urgent, sender_status, suggested_tag, category, state, due_at"
+        rows = sorted(
+            (tuple(sorted(members.get(r[0], []))), *r[1:])
+            for r in conn.execute(f"SELECT {columns} FROM thread")  # noqa: S608 - constant text
+        )
+    finally:
+        conn.close()
+    urgent = sum(1 for r in rows if r[1])
+    return f"{hashlib.sha256(repr(rows).encode()).hexdigest()[:16]} ({len(rows)} threads, {urgent} urgent)"
+
+
 def carebox_env(work: Path, parse: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBOX_")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed carebox has its bytecode cached
@@ -444,6 +467,9 @@ def main() -> int:
         )
         if phases_text(runs):
             print(phases_text(runs))
+        prints = [thread_fingerprint(tmp_path / f"carebox-{i}" / "store") for i in range(n_initial)]
+        agree = "the same in every run" if len(set(prints)) == 1 else "DIFFERENT between runs"
+        print(f"  threads' decisions (fingerprint): {', '.join(prints)}  ({agree})")
         cmd = [sys.executable, "-m", "carebox", "--config", str(cfg), "sync"]
         times = []
         for _ in range(max(1, args.runs)):
