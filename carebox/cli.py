@@ -214,28 +214,10 @@ def _key_beside(directory: Path) -> Callable[[], bytes | None] | None:
         return None
     if info.holder == "passphrase" and not info.demo and not _scripted():
         return None
-    import threading
-
+    from carebox.services.background import in_thread
     from carebox.store import keys  # cryptography only: the thread imports nothing more
 
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["key"] = keys.unlock_data_key(directory)
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=work, name="carebox-key", daemon=True)
-    worker.start()
-
-    def wait() -> bytes | None:
-        worker.join()
-        if "error" in box:
-            raise box["error"]
-        return box.get("key")
-
-    return wait
+    return in_thread(lambda: keys.unlock_data_key(directory), "carebox-key").result
 
 
 def _open_for_ui(args: argparse.Namespace) -> tuple[Any, Callable[[], None] | None]:
@@ -589,7 +571,8 @@ def _first_sync(cfg: Any, directory: Path) -> Any:
     trusted leaves no store behind. A new passphrase that must be typed is asked for first."""
     import asyncio
 
-    from carebox.services.sync import _in_thread, sync_new_store
+    from carebox.services.background import in_thread
+    from carebox.services.sync import sync_new_store
     from carebox.store import keys
 
     typed = None
@@ -605,7 +588,7 @@ def _first_sync(cfg: Any, directory: Path) -> Any:
             return keys.new_data_key(use_keychain=True)
         return keys.new_data_key(passphrase=keys.passphrase_from_env(), use_keychain=False)
 
-    made = _in_thread(make_key, "carebox-key")
+    made = in_thread(make_key, "carebox-key")
 
     def ready() -> None:
         import carebox.services.session  # the store's modules load while the key is made

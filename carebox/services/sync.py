@@ -1265,23 +1265,6 @@ async def _open_first_folder(client: ImapClient, name: str, parser: MessageParse
     return _Opening(name, info, uids, uids[: SIZES_FIRST * BATCH], None)
 
 
-def _in_thread(fn: Callable[[], Any], name: str) -> Any:
-    """Run ``fn`` in a daemon thread; a ``concurrent.futures.Future`` of its result."""
-    import threading
-    from concurrent.futures import Future
-
-    fut: Future[Any] = Future()
-
-    def work() -> None:
-        try:
-            fut.set_result(fn())
-        except BaseException as exc:  # re-raised by whoever waits for it
-            fut.set_exception(exc)
-
-    threading.Thread(target=work, name=name, daemon=True).start()
-    return fut
-
-
 async def sync_new_store(
     config: Config,
     make_store: Callable[[], Session],
@@ -1309,6 +1292,7 @@ async def sync_new_store(
     new key (``_prefetch``); they are committed first, once the store exists.
     """
     from carebox.services.accounts import imap_settings
+    from carebox.services.background import in_thread
 
     settings = imap_settings(config, None)  # a new store holds no password: from the keychain or the command
     # While ``ready`` imports (it holds the GIL ~0.5 s), the event loop, waiting on the server,
@@ -1316,7 +1300,7 @@ async def sync_new_store(
     interval = sys.getswitchinterval()
     if ready is not None:
         sys.setswitchinterval(min(interval, 0.001))
-    prepared = _in_thread(ready, "carebox-ready") if ready is not None else None
+    prepared = in_thread(ready, "carebox-ready") if ready is not None else None
     own_parser = parser is None
     parser = parser or MessageParser()
     client = (client_factory or _default_factory)(settings)
