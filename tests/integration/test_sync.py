@@ -432,29 +432,7 @@ async def test_threads_inspected_during_the_download_are_those_threading_compute
 
     monkeypatch.setattr(safety_mod.EarlyInspection, "settle", settle)
     a = env.account
-    for i in range(1, 31):
-        raw = mail(i)
-        if i % 5 == 0:
-            raw = raw.replace(b"line of text", b"line, I have chest pain and")
-        a.deliver(raw)
-        if i % 7 == 3:  # the same patient writes again, much later in the mailbox
-            a.deliver(
-                mail(
-                    200 + i,
-                    sender=f"Patient {i % 4} <patient{i % 4}@mail.example>",
-                    reply_to_id=f"sync-{i}@test.example",
-                )
-            )
-    for i in range(1, 31, 4):  # answered from the practice
-        a.deliver(
-            mail(
-                100 + i,
-                sender=f"Dr. Test <{DOCTOR}>",
-                to="Patient <p@mail.example>",
-                reply_to_id=f"sync-{i}@test.example",
-            ),
-            folder="Sent",
-        )
+    deliver_conversations(a, 30, again=lambda i: i % 7 == 3, again_uid=200)  # again: much later in the mailbox
     parser = MessageParser("process")
     try:
         report = await bounded(sync_once(env.session, parser=parser))
@@ -516,29 +494,7 @@ async def test_threads_of_a_sync_are_those_of_threading_its_rows_afresh(
     reads back only the rows of an interrupted earlier pass: the threads, their rows and their
     safety columns are those of threading the stored rows from scratch."""
     a = env.account
-    for i in range(1, 17):
-        raw = mail(i)
-        if i % 5 == 0:
-            raw = raw.replace(b"line of text", b"line, I have chest pain and")
-        a.deliver(raw, flags="\\Seen" if i % 3 == 0 else "")
-        if i % 6 == 1:  # the patient writes again
-            a.deliver(
-                mail(
-                    300 + i,
-                    sender=f"Patient {i % 4} <patient{i % 4}@mail.example>",
-                    reply_to_id=f"sync-{i}@test.example",
-                )
-            )
-    for i in range(1, 17, 4):  # the practice answers some
-        a.deliver(
-            mail(
-                100 + i,
-                sender=f"Dr. Test <{DOCTOR}>",
-                to="Patient <p@mail.example>",
-                reply_to_id=f"sync-{i}@test.example",
-            ),
-            folder="Sent",
-        )
+    deliver_conversations(a, 16, again=lambda i: i % 6 == 1, again_uid=300, seen=lambda i: i % 3 == 0)
     a.deliver(
         mail(200, sender=f"Dr. Test <{DOCTOR}>", to="New Patient <new@mail.example>"), folder="Sent"
     )  # practice first
@@ -754,6 +710,42 @@ async def test_uidvalidity_reset_rematches_and_deletes_nothing(env: Env) -> None
 
 
 # ---- background sync: IDLE, half-open connections, offline changes -----------------------------------
+
+
+def deliver_conversations(
+    a: ImapAccount,
+    n: int,
+    *,
+    again: Callable[[int], bool],
+    again_uid: int,
+    seen: Callable[[int], bool] = lambda i: False,
+) -> None:
+    """Patient messages 1..n (every 5th mentions chest pain; ``seen`` ones flagged \\Seen); where
+    ``again(i)``, the same patient writes again (``again_uid + i``, in reply); the practice answers
+    every 4th, from Sent (``100 + i``)."""
+    for i in range(1, n + 1):
+        raw = mail(i)
+        if i % 5 == 0:
+            raw = raw.replace(b"line of text", b"line, I have chest pain and")
+        a.deliver(raw, flags="\\Seen" if seen(i) else "")
+        if again(i):
+            a.deliver(
+                mail(
+                    again_uid + i,
+                    sender=f"Patient {i % 4} <patient{i % 4}@mail.example>",
+                    reply_to_id=f"sync-{i}@test.example",
+                )
+            )
+    for i in range(1, n + 1, 4):
+        a.deliver(
+            mail(
+                100 + i,
+                sender=f"Dr. Test <{DOCTOR}>",
+                to="Patient <p@mail.example>",
+                reply_to_id=f"sync-{i}@test.example",
+            ),
+            folder="Sent",
+        )
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = LIMIT) -> None:
